@@ -1,0 +1,112 @@
+//! `cargo xtask <command>`: project automation that needs more than one cargo call.
+//!
+//! * `bench [FILTER]`: runs the criterion benchmarks (optionally filtered) and prints a
+//!   summary of the medians from `target/criterion`.
+//! * `ci`: the checks CI runs (fmt, clippy with `-D warnings`, tests).
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("ci") => ci(),
+        _ => {
+            eprintln!("usage: cargo xtask <bench [FILTER] | ci>");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ci() -> Result<()> {
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["test", "--workspace"])
+}
+
+fn bench(filter: Option<&str>) -> Result<()> {
+    let mut args = vec!["bench", "-p", "sparse-benches", "--"];
+    if let Some(f) = filter {
+        args.push(f);
+    }
+    cargo(&args)?;
+    summarize(&root().join("target/criterion"))
+}
+
+/// Prints `group/function/param: median` for every estimate criterion wrote.
+fn summarize(dir: &Path) -> Result<()> {
+    let mut rows = Vec::new();
+    collect(dir, dir, &mut rows)?;
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    println!("\n{:<70} {:>14}", "benchmark", "median");
+    for (name, ns) in rows {
+        println!("{name:<70} {:>14}", human(ns));
+    }
+    Ok(())
+}
+
+fn collect(root: &Path, dir: &Path, rows: &mut Vec<(String, f64)>) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.ends_with("new/estimates.json") {
+            let text = std::fs::read_to_string(&p)?;
+            if let Some(ns) = median_ns(&text) {
+                let rel = p.parent().and_then(|d| d.parent()).unwrap_or(&p);
+                let name = rel.strip_prefix(root).unwrap_or(rel).display().to_string();
+                rows.push((name, ns));
+            }
+        } else if p.is_dir() && !p.ends_with("report") {
+            collect(root, &p, rows)?;
+        }
+    }
+    Ok(())
+}
+
+/// Extracts `median.point_estimate` from criterion's estimates.json without a JSON crate.
+fn median_ns(json: &str) -> Option<f64> {
+    let rest = &json[json.find("\"median\"")?..];
+    let rest = &rest[rest.find("\"point_estimate\"")? + "\"point_estimate\"".len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let end = rest.find([',', '}'])?;
+    rest[..end].trim().parse().ok()
+}
+
+fn human(ns: f64) -> String {
+    match ns {
+        x if x >= 1e9 => format!("{:.3} s", x / 1e9),
+        x if x >= 1e6 => format!("{:.3} ms", x / 1e6),
+        x if x >= 1e3 => format!("{:.3} µs", x / 1e3),
+        x => format!("{x:.1} ns"),
+    }
+}
