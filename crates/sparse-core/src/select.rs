@@ -8,7 +8,8 @@
 //! scheme a GPU radix-select kernel uses): integer histograms find the exact threshold key
 //! and how many entries tied with it to take, then one pass writes the result mask. All
 //! reductions are integer sums, so the parallel result is bit-identical to the serial one.
-//! Expected and worst-case cost: four linear passes over the scores.
+//! Cost: three linear passes over the scores (histogram, gather of the threshold's
+//! top-digit bucket, write), plus two passes over that bucket only.
 
 use rayon::prelude::*;
 
@@ -145,13 +146,20 @@ impl Problem<'_> {
         }
     }
 
-    /// Calls `f(word_index, bit, flat_index)` for each candidate of chunk `c`.
+    /// Calls `f(word_index, bit, flat_index)` for each candidate of chunk `c`, in
+    /// increasing flat-index order. Full words take a plain (vectorisable) loop.
     #[inline]
     fn for_each_candidate(&self, c: usize, mut f: impl FnMut(usize, u32, usize)) {
         let w0 = c * CHUNK_WORDS;
         let w1 = (w0 + CHUNK_WORDS).min(self.scores.len().div_ceil(64));
         for w in w0..w1 {
             let mut bits = self.cand_word(w);
+            if bits == u64::MAX {
+                for b in 0..64 {
+                    f(w, b, w * 64 + b as usize);
+                }
+                continue;
+            }
             while bits != 0 {
                 let b = bits.trailing_zeros();
                 bits &= bits - 1;
@@ -168,33 +176,32 @@ impl Problem<'_> {
         }
     }
 
-    /// Histogram of digit `(shift, width)` over candidates whose key agrees with `prefix`
-    /// above the digit. Also reports the first NaN among candidates and the candidate count.
-    fn histogram(&self, shift: u32, width: u32, prefix: Option<u32>) -> (Vec<u64>, Option<usize>) {
-        let top = shift + width;
+    /// Pass 1: histogram of the top digit over all candidates, plus the first NaN.
+    /// Four interleaved sub-histograms break the store-to-load dependency chains that
+    /// clustered keys (many scores in one bucket) would otherwise create.
+    fn top_histogram(&self) -> (Vec<u64>, Option<usize>) {
+        let (shift, width) = DIGITS[0];
+        let buckets = 1usize << width;
         let parts = self.map_chunks(|c| {
-            let mut h = vec![0u64; 1 << width];
+            let mut h = vec![0u32; 4 * buckets];
             let mut nan = None;
-            self.for_each_candidate(c, |_, _, i| {
+            self.for_each_candidate(c, |_, b, i| {
                 let x = self.scores[i];
                 if x.is_nan() {
                     nan.get_or_insert(i);
                     return;
                 }
-                let key = self.key(x);
-                if let Some(p) = prefix {
-                    if top < 32 && key >> top != p {
-                        return;
-                    }
-                }
-                h[((key >> shift) & ((1 << width) - 1)) as usize] += 1;
+                let lane = (b & 3) as usize * buckets;
+                h[lane + (self.key(x) >> shift) as usize] += 1;
             });
             (h, nan)
         });
-        let mut hist = vec![0u64; 1 << width];
+        let mut hist = vec![0u64; buckets];
         let mut nan = None;
         for (h, n) in parts {
-            hist.iter_mut().zip(&h).for_each(|(a, b)| *a += b);
+            for lane in h.chunks(buckets) {
+                hist.iter_mut().zip(lane).for_each(|(a, &b)| *a += b as u64);
+            }
             if nan.is_none() {
                 nan = n;
             }
@@ -202,41 +209,60 @@ impl Problem<'_> {
         (hist, nan)
     }
 
+    /// Pass 2: `(key, index)` of every candidate whose top digit is `bucket`, in index order.
+    fn gather_bucket(&self, bucket: u32) -> Vec<(u32, u32)> {
+        let shift = DIGITS[0].0;
+        self.map_chunks(|c| {
+            let mut v = Vec::new();
+            self.for_each_candidate(c, |_, _, i| {
+                let key = self.key(self.scores[i]);
+                if key >> shift == bucket {
+                    v.push((key, i as u32));
+                }
+            });
+            v
+        })
+        .concat()
+    }
+
     fn run(&self, mut out: Mask, k: usize) -> Result<Mask> {
-        // Digit 1 also validates the scores and counts the candidates.
-        let mut prefix: Option<u32> = None;
-        let mut need = k as u64;
-        for (d, &(shift, width)) in DIGITS.iter().enumerate() {
-            let (hist, nan) = self.histogram(shift, width, prefix);
-            if d == 0 {
-                if let Some(index) = nan {
-                    return Err(CoreError::NanScore { index });
-                }
-                let available: u64 = hist.iter().sum();
-                if need > available {
-                    return Err(CoreError::NotEnoughCandidates {
-                        k,
-                        available: available as usize,
-                    });
-                }
-                if need == 0 {
-                    return Ok(out);
-                }
-            }
-            let mut below = 0u64;
-            let mut bucket = 0u32;
-            for (b, &cnt) in hist.iter().enumerate() {
-                if below + cnt >= need {
-                    bucket = b as u32;
-                    break;
-                }
-                below += cnt;
-            }
-            need -= below;
-            prefix = Some((prefix.unwrap_or(0) << width) | bucket);
+        if self.scores.len() > u32::MAX as usize {
+            return Err(CoreError::TooLarge {
+                what: "selection input".into(),
+                size: self.scores.len(),
+            });
         }
-        let threshold = prefix.expect("three digits processed");
-        self.write_selection(&mut out, threshold, need as usize);
+        let (hist, nan) = self.top_histogram();
+        if let Some(index) = nan {
+            return Err(CoreError::NanScore { index });
+        }
+        let available: u64 = hist.iter().sum();
+        if k as u64 > available {
+            return Err(CoreError::NotEnoughCandidates {
+                k,
+                available: available as usize,
+            });
+        }
+        if k == 0 {
+            return Ok(out);
+        }
+        let (bucket, mut need) = locate(&hist, k as u64);
+        let mut prefix = bucket;
+        // The remaining digits only look at the (small) bucket that holds the k-th entry.
+        let gathered = self.gather_bucket(bucket);
+        for &(shift, width) in &DIGITS[1..] {
+            let top = shift + width;
+            let mut h = vec![0u64; 1 << width];
+            for &(key, _) in &gathered {
+                if key >> top == prefix {
+                    h[((key >> shift) & ((1 << width) - 1)) as usize] += 1;
+                }
+            }
+            let (b, rest) = locate(&h, need);
+            need = rest;
+            prefix = (prefix << width) | b;
+        }
+        self.write_selection(&mut out, prefix, need as usize);
         Ok(out)
     }
 
@@ -250,15 +276,29 @@ impl Problem<'_> {
             let mut less = vec![0u64; w1 - w0];
             let mut eq = vec![0u64; w1 - w0];
             let mut n_eq = 0usize;
-            self.for_each_candidate(c, |w, b, i| {
-                let key = self.key(self.scores[i]);
-                if key < threshold {
-                    less[w - w0] |= 1 << b;
-                } else if key == threshold {
-                    eq[w - w0] |= 1 << b;
-                    n_eq += 1;
+            for w in w0..w1 {
+                let (mut l, mut e) = (0u64, 0u64);
+                let mut bits = self.cand_word(w);
+                if bits == u64::MAX {
+                    let xs = &self.scores[w * 64..w * 64 + 64];
+                    for (b, &x) in xs.iter().enumerate() {
+                        let key = self.key(x);
+                        l |= ((key < threshold) as u64) << b;
+                        e |= ((key == threshold) as u64) << b;
+                    }
+                } else {
+                    while bits != 0 {
+                        let b = bits.trailing_zeros();
+                        bits &= bits - 1;
+                        let key = self.key(self.scores[w * 64 + b as usize]);
+                        l |= ((key < threshold) as u64) << b;
+                        e |= ((key == threshold) as u64) << b;
+                    }
                 }
-            });
+                less[w - w0] = l;
+                eq[w - w0] = e;
+                n_eq += e.count_ones() as usize;
+            }
             (less, eq, n_eq)
         });
         let mut remaining = take_eq;
@@ -281,6 +321,19 @@ impl Problem<'_> {
             }
         }
     }
+}
+
+/// The bucket holding the `need`-th smallest entry of a histogram, and how many entries of
+/// that bucket are still needed.
+fn locate(hist: &[u64], need: u64) -> (u32, u64) {
+    let mut below = 0u64;
+    for (b, &cnt) in hist.iter().enumerate() {
+        if below + cnt >= need {
+            return (b as u32, need - below);
+        }
+        below += cnt;
+    }
+    unreachable!("need <= total was checked")
 }
 
 #[cfg(test)]
