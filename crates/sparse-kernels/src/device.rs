@@ -1,0 +1,79 @@
+//! Devices: where a tensor lives and its ops run.
+
+use crate::error::{KernelError, Result};
+use std::str::FromStr;
+
+/// A compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// The host CPU (rayon backend).
+    Cpu,
+    /// A CUDA GPU by ordinal.
+    Cuda(usize),
+}
+
+/// The message every CUDA request gets until the CUDA backend exists in this build.
+pub const CUDA_UNAVAILABLE: &str =
+    "CUDA not available: this build of sparse-kernels has no CUDA backend (CPU only)";
+
+impl Device {
+    /// The CUDA device `ordinal`, or a clear error when CUDA cannot be used.
+    pub fn cuda(ordinal: usize) -> Result<Device> {
+        let _ = ordinal;
+        Err(KernelError::DeviceUnavailable(CUDA_UNAVAILABLE.into()))
+    }
+
+    /// Whether a CUDA device can be used by this build on this machine.
+    pub fn cuda_available() -> bool {
+        false
+    }
+
+    /// Every device the test-suite should run each op test on (see [`crate::for_each_device`]).
+    pub fn test_devices() -> Vec<Device> {
+        let mut v = vec![Device::Cpu];
+        if let Ok(d) = Device::cuda(0) {
+            v.push(d);
+        }
+        v
+    }
+}
+
+/// What the user asked for (`--device cpu|cuda|auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceRequest {
+    /// CPU.
+    Cpu,
+    /// CUDA, or an error when unavailable.
+    Cuda,
+    /// CUDA when available, else CPU with a notice.
+    #[default]
+    Auto,
+}
+
+impl FromStr for DeviceRequest {
+    type Err = KernelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(DeviceRequest::Cpu),
+            "cuda" => Ok(DeviceRequest::Cuda),
+            "auto" => Ok(DeviceRequest::Auto),
+            other => Err(KernelError::InvalidArgument(format!(
+                "unknown device `{other}` (expected cpu, cuda or auto)"
+            ))),
+        }
+    }
+}
+
+impl DeviceRequest {
+    /// Resolves the request: the device plus, when `Auto` fell back to CPU, a one-line notice.
+    pub fn resolve(self) -> Result<(Device, Option<String>)> {
+        match self {
+            DeviceRequest::Cpu => Ok((Device::Cpu, None)),
+            DeviceRequest::Cuda => Device::cuda(0).map(|d| (d, None)),
+            DeviceRequest::Auto => match Device::cuda(0) {
+                Ok(d) => Ok((d, None)),
+                Err(e) => Ok((Device::Cpu, Some(format!("{e}; running on the CPU")))),
+            },
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The error type of `sparse-kernels`.
+
+use thiserror::Error;
+
+/// Everything an op can reject. Ops never panic on user input.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum KernelError {
+    /// Operand shapes do not fit the op.
+    #[error("{op}: {msg}")]
+    Shape {
+        /// The op that rejected its operands.
+        op: &'static str,
+        /// What is wrong, with the shapes involved.
+        msg: String,
+    },
+    /// The requested device cannot be used.
+    #[error("{0}")]
+    DeviceUnavailable(String),
+    /// Operands live on different devices.
+    #[error("{op}: operands on different devices ({a:?} and {b:?})")]
+    DeviceMismatch {
+        /// The op.
+        op: &'static str,
+        /// First device.
+        a: crate::Device,
+        /// Second device.
+        b: crate::Device,
+    },
+    /// An invalid scalar argument (learning rate, epsilon, label, ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An error from `sparse-core` (masks, formats, selection).
+    #[error(transparent)]
+    Core(#[from] sparse_core::CoreError),
+}
+
+/// Result alias for `sparse-kernels`.
+pub type Result<T> = std::result::Result<T, KernelError>;
+
+/// Shorthand for a shape error.
+pub(crate) fn shape_err<T>(op: &'static str, msg: impl Into<String>) -> Result<T> {
+    Err(KernelError::Shape {
+        op,
+        msg: msg.into(),
+    })
+}

@@ -1,0 +1,50 @@
+//! Dense-or-sparse execution by layer density.
+
+/// How an op executes a weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecMode {
+    /// Dense GEMM on the (masked) weight.
+    Dense,
+    /// CSR kernels that skip zero weights.
+    Sparse,
+}
+
+/// Density thresholds below which an op family runs its sparse path. Defaults were measured
+/// with `cargo xtask bench` on the 2-core reference machine (see `docs/benchmarks.md`);
+/// override them per run when a machine differs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExecPolicy {
+    /// Convolutions (forward, backward to input; weight gradient by SDDMM).
+    pub conv_sparse_below: f64,
+    /// Linear layers.
+    pub linear_sparse_below: f64,
+}
+
+impl Default for ExecPolicy {
+    fn default() -> Self {
+        ExecPolicy {
+            conv_sparse_below: 0.3,
+            linear_sparse_below: 0.3,
+        }
+    }
+}
+
+impl ExecPolicy {
+    /// Mode for a convolution at `density`.
+    pub fn conv(&self, density: f64) -> ExecMode {
+        if density < self.conv_sparse_below {
+            ExecMode::Sparse
+        } else {
+            ExecMode::Dense
+        }
+    }
+
+    /// Mode for a linear layer at `density`.
+    pub fn linear(&self, density: f64) -> ExecMode {
+        if density < self.linear_sparse_below {
+            ExecMode::Sparse
+        } else {
+            ExecMode::Dense
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Hot inner loops with runtime dispatch: an AVX2+FMA build of each kernel when the CPU has
+//! it, a portable build otherwise. Both are the same generic code; only `madd` differs
+//! (fused on the fast path), so results are reproducible on a given machine.
+
+/// True when the running CPU has AVX2 and FMA (checked once).
+#[inline]
+pub(crate) fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `a * b + c`, fused when `F`.
+#[inline(always)]
+pub(crate) fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Defines `$name(args)` that runs `$generic::<true>` under `avx2,fma` when available.
+macro_rules! dispatch_fma {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $generic:ident) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
+                    $generic::<true>($($arg),*)
+                }
+                if $crate::simd::has_fma() {
+                    // SAFETY: the CPU supports avx2 and fma (checked at run time).
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $generic::<false>($($arg),*)
+        }
+    };
+}
+
+#[inline(always)]
+fn dot_generic<const F: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 32];
+    let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..32 {
+            acc[i] = madd::<F>(x[i], y[i], acc[i]);
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail = madd::<F>(*x, *y, tail);
+    }
+    // Fixed pairwise reduction: deterministic.
+    let mut w = 16;
+    while w > 0 {
+        for i in 0..w {
+            acc[i] += acc[i + w];
+        }
+        w /= 2;
+    }
+    acc[0] + tail
+}
+
+dispatch_fma!(
+    /// Dot product with a fixed summation order.
+    pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 => dot_generic
+);
+
+/// Column tile of the SpMM kernel: 64 f32 accumulators = 8 AVX registers.
+const TILE: usize = 64;
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn spmm_rows_generic<const F: bool>(
+    row_ptr: &[u32],
+    col_idx: &[u32],
+    vals: &[f32],
+    r0: usize,
+    x: &[f32],
+    n: usize,
+    alpha: f32,
+    beta: f32,
+    out: &mut [f32],
+) {
+    for (lr, orow) in out.chunks_mut(n).enumerate() {
+        let r = r0 + lr;
+        let (s, e) = (row_ptr[r] as usize, row_ptr[r + 1] as usize);
+        let (cols, vs) = (&col_idx[s..e], &vals[s..e]);
+        let mut j0 = 0;
+        while j0 < n {
+            let w = (n - j0).min(TILE);
+            let mut acc = [0f32; TILE];
+            if w == TILE {
+                for (&c, &v) in cols.iter().zip(vs) {
+                    let xr = &x[c as usize * n + j0..][..TILE];
+                    for t in 0..TILE {
+                        acc[t] = madd::<F>(v, xr[t], acc[t]);
+                    }
+                }
+            } else {
+                for (&c, &v) in cols.iter().zip(vs) {
+                    let xr = &x[c as usize * n + j0..][..w];
+                    for t in 0..w {
+                        acc[t] = madd::<F>(v, xr[t], acc[t]);
+                    }
+                }
+            }
+            let o = &mut orow[j0..j0 + w];
+            if beta == 0.0 {
+                for t in 0..w {
+                    o[t] = alpha * acc[t];
+                }
+            } else {
+                for t in 0..w {
+                    o[t] = alpha * acc[t] + beta * o[t];
+                }
+            }
+            j0 += w;
+        }
+    }
+}
+
+dispatch_fma!(
+    /// Rows `r0..` of `out = alpha * A·X + beta * out` for CSR `A` and row-major `X` with
+    /// `n` columns; `out` holds whole rows.
+    pub(crate) fn spmm_rows(
+        row_ptr: &[u32],
+        col_idx: &[u32],
+        vals: &[f32],
+        r0: usize,
+        x: &[f32],
+        n: usize,
+        alpha: f32,
+        beta: f32,
+        out: &mut [f32],
+    ) => spmm_rows_generic
+);
