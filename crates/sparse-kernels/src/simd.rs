@@ -83,6 +83,41 @@ dispatch_fma!(
 /// Column tile of the SpMM kernel: 64 f32 accumulators = 8 AVX registers.
 const TILE: usize = 64;
 
+/// `out[lr, j0..j0+w] = alpha · Σ_e v_e · X[c_e, j0..j0+w] + beta · out[..]` for one row.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn spmm_tile<const F: bool, const W: usize>(
+    cols: &[u32],
+    vs: &[f32],
+    x: &[f32],
+    n: usize,
+    j0: usize,
+    w: usize,
+    alpha: f32,
+    beta: f32,
+    o: &mut [f32],
+) {
+    let mut acc = [0f32; W];
+    for (&c, &v) in cols.iter().zip(vs) {
+        let xr = &x[c as usize * n + j0..][..W.min(w)];
+        for t in 0..W.min(w) {
+            acc[t] = madd::<F>(v, xr[t], acc[t]);
+        }
+    }
+    if beta == 0.0 {
+        for t in 0..w {
+            o[t] = alpha * acc[t];
+        }
+    } else {
+        for t in 0..w {
+            o[t] = alpha * acc[t] + beta * o[t];
+        }
+    }
+}
+
+/// Rows `r0..` of `out = alpha · A·X + beta · out` for CSR `A` and row-major `X` with `n`
+/// columns; `out` holds whole rows. Column tiles are the outer loop so one `X` tile
+/// (`cols x 64`) is reused by every row of the block while it sits in cache.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn spmm_rows_generic<const F: bool>(
@@ -96,41 +131,17 @@ fn spmm_rows_generic<const F: bool>(
     beta: f32,
     out: &mut [f32],
 ) {
-    for (lr, orow) in out.chunks_mut(n).enumerate() {
-        let r = r0 + lr;
-        let (s, e) = (row_ptr[r] as usize, row_ptr[r + 1] as usize);
-        let (cols, vs) = (&col_idx[s..e], &vals[s..e]);
-        let mut j0 = 0;
-        while j0 < n {
-            let w = (n - j0).min(TILE);
-            let mut acc = [0f32; TILE];
-            if w == TILE {
-                for (&c, &v) in cols.iter().zip(vs) {
-                    let xr = &x[c as usize * n + j0..][..TILE];
-                    for t in 0..TILE {
-                        acc[t] = madd::<F>(v, xr[t], acc[t]);
-                    }
-                }
-            } else {
-                for (&c, &v) in cols.iter().zip(vs) {
-                    let xr = &x[c as usize * n + j0..][..w];
-                    for t in 0..w {
-                        acc[t] = madd::<F>(v, xr[t], acc[t]);
-                    }
-                }
-            }
-            let o = &mut orow[j0..j0 + w];
-            if beta == 0.0 {
-                for t in 0..w {
-                    o[t] = alpha * acc[t];
-                }
-            } else {
-                for t in 0..w {
-                    o[t] = alpha * acc[t] + beta * o[t];
-                }
-            }
-            j0 += w;
+    let rows = out.len() / n;
+    let mut j0 = 0;
+    while j0 < n {
+        let w = (n - j0).min(TILE);
+        for lr in 0..rows {
+            let r = r0 + lr;
+            let (s, e) = (row_ptr[r] as usize, row_ptr[r + 1] as usize);
+            let o = &mut out[lr * n + j0..lr * n + j0 + w];
+            spmm_tile::<F, TILE>(&col_idx[s..e], &vals[s..e], x, n, j0, w, alpha, beta, o);
         }
+        j0 += w;
     }
 }
 
@@ -148,4 +159,175 @@ dispatch_fma!(
         beta: f32,
         out: &mut [f32],
     ) => spmm_rows_generic
+);
+
+/// `out[i·ow + j] = Σ_e vals[e] · img[offs[e] + i·row_stride + j]` for an `oh x ow` plane:
+/// the direct sparse convolution of one output plane (stride 1, pre-padded input).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn plane_accum_generic<const F: bool>(
+    offs: &[u32],
+    vals: &[f32],
+    img: &[f32],
+    row_stride: usize,
+    oh: usize,
+    ow: usize,
+    out: &mut [f32],
+) {
+    // R output rows at once: R·W/8 independent accumulator chains share each weight.
+    macro_rules! rows_fixed {
+        ($w:expr, $r:expr) => {{
+            let mut i = 0;
+            while i + $r <= oh {
+                let mut acc = [[0f32; $w]; $r];
+                for (&o, &v) in offs.iter().zip(vals) {
+                    for rr in 0..$r {
+                        let src = &img[o as usize + (i + rr) * row_stride..][..$w];
+                        for t in 0..$w {
+                            acc[rr][t] = madd::<F>(v, src[t], acc[rr][t]);
+                        }
+                    }
+                }
+                for rr in 0..$r {
+                    out[(i + rr) * ow..(i + rr + 1) * ow].copy_from_slice(&acc[rr]);
+                }
+                i += $r;
+            }
+            while i < oh {
+                let mut acc = [0f32; $w];
+                for (&o, &v) in offs.iter().zip(vals) {
+                    let src = &img[o as usize + i * row_stride..][..$w];
+                    for t in 0..$w {
+                        acc[t] = madd::<F>(v, src[t], acc[t]);
+                    }
+                }
+                out[i * ow..(i + 1) * ow].copy_from_slice(&acc);
+                i += 1;
+            }
+        }};
+    }
+    match ow {
+        32 => rows_fixed!(32, 2),
+        16 => rows_fixed!(16, 4),
+        8 => rows_fixed!(8, 8),
+        4 => rows_fixed!(4, 8),
+        _ => {
+            for i in 0..oh {
+                let mut j0 = 0;
+                while j0 < ow {
+                    let w = (ow - j0).min(TILE);
+                    let mut acc = [0f32; TILE];
+                    let base = i * row_stride + j0;
+                    for (&o, &v) in offs.iter().zip(vals) {
+                        let src = &img[o as usize + base..][..w];
+                        for t in 0..w {
+                            acc[t] = madd::<F>(v, src[t], acc[t]);
+                        }
+                    }
+                    out[i * ow + j0..i * ow + j0 + w].copy_from_slice(&acc[..w]);
+                    j0 += w;
+                }
+            }
+        }
+    }
+}
+
+dispatch_fma!(
+    /// One output plane of a direct sparse convolution (see `plane_accum_generic`).
+    pub(crate) fn plane_accum(
+        offs: &[u32],
+        vals: &[f32],
+        img: &[f32],
+        row_stride: usize,
+        oh: usize,
+        ow: usize,
+        out: &mut [f32],
+    ) => plane_accum_generic
+);
+
+#[inline(always)]
+fn fma8<const F: bool>(acc: &mut [f32; 8], d: &[f32], x: &[f32]) {
+    let (d, x) = (&d[..8], &x[..8]);
+    for t in 0..8 {
+        acc[t] = madd::<F>(d[t], x[t], acc[t]);
+    }
+}
+
+#[inline(always)]
+fn hsum8(v: &[f32; 8]) -> f32 {
+    ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
+}
+
+/// `acc[e] += Σ_{i,j} dy[i·ow + j] · img[offs[e] + i·row_stride + j]`: the weight gradient
+/// of a direct sparse convolution at its active entries, for one (image, output channel).
+/// Entries go four at a time, sharing each load of `dy` and giving four independent
+/// accumulator chains.
+#[inline(always)]
+fn plane_dots_generic<const F: bool>(
+    offs: &[u32],
+    img: &[f32],
+    row_stride: usize,
+    dy: &[f32],
+    oh: usize,
+    ow: usize,
+    acc: &mut [f32],
+) {
+    let n8 = ow / 8;
+    let full = n8 * 8;
+    let mut e = 0;
+    if n8 > 0 {
+        while e + 4 <= offs.len() {
+            let o = [
+                offs[e] as usize,
+                offs[e + 1] as usize,
+                offs[e + 2] as usize,
+                offs[e + 3] as usize,
+            ];
+            let mut v = [[0f32; 8]; 4];
+            for i in 0..oh {
+                let base = i * row_stride;
+                for q in 0..n8 {
+                    let d = &dy[i * ow + q * 8..];
+                    let j = base + q * 8;
+                    fma8::<F>(&mut v[0], d, &img[o[0] + j..]);
+                    fma8::<F>(&mut v[1], d, &img[o[1] + j..]);
+                    fma8::<F>(&mut v[2], d, &img[o[2] + j..]);
+                    fma8::<F>(&mut v[3], d, &img[o[3] + j..]);
+                }
+            }
+            for k in 0..4 {
+                let mut tail = 0f32;
+                for i in 0..oh {
+                    for j in full..ow {
+                        tail = madd::<F>(dy[i * ow + j], img[o[k] + i * row_stride + j], tail);
+                    }
+                }
+                acc[e + k] += hsum8(&v[k]) + tail;
+            }
+            e += 4;
+        }
+    }
+    for e in e..offs.len() {
+        let o = offs[e] as usize;
+        let mut s = 0f32;
+        for i in 0..oh {
+            for j in 0..ow {
+                s = madd::<F>(dy[i * ow + j], img[o + i * row_stride + j], s);
+            }
+        }
+        acc[e] += s;
+    }
+}
+
+dispatch_fma!(
+    /// Weight-gradient dots of a direct sparse convolution (see `plane_dots_generic`).
+    pub(crate) fn plane_dots(
+        offs: &[u32],
+        img: &[f32],
+        row_stride: usize,
+        dy: &[f32],
+        oh: usize,
+        ow: usize,
+        acc: &mut [f32],
+    ) => plane_dots_generic
 );

@@ -9,7 +9,13 @@ use sparse_kernels::{SparseWeight, Tensor, WeightGrad, WeightRef};
 
 /// (batch, in, h, w, out, k, stride, pad)
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
-const CONVS: [ConvCase; 7] = [
+const CONVS: [ConvCase; 12] = [
+    // Widths 32/16/8/4 and odd heights exercise the direct sparse kernels' fixed paths.
+    (1, 2, 32, 32, 2, 3, 1, 1),
+    (2, 3, 5, 16, 4, 3, 1, 1),
+    (1, 4, 9, 8, 3, 3, 1, 1),
+    (3, 3, 4, 4, 5, 3, 1, 1),
+    (2, 8, 6, 10, 9, 1, 1, 0),
     (1, 1, 1, 1, 1, 1, 1, 0),
     (2, 3, 5, 7, 4, 3, 1, 1),
     (3, 4, 9, 9, 5, 3, 2, 1),
@@ -118,6 +124,21 @@ fn conv_backward_matches_finite_differences_and_paths_agree() {
                     .enumerate()
                     .all(|(i, &v)| mask.get(i) || v == 0.0));
             }
+            // Grow steps: a sparse weight with the dense gradient of every position.
+            let gs = conv2d_backward(&r, &x, WeightRef::Sparse(&sw), prm, true, WeightGrad::Dense)
+                .unwrap();
+            assert_close(
+                gs.dw.as_slice(),
+                &to64(dense.dw.as_slice()),
+                1e-4,
+                "sparse weight, dense grad",
+            );
+            assert_close(
+                gs.dx.unwrap().as_slice(),
+                &to64(dense.dx.as_ref().unwrap().as_slice()),
+                1e-4,
+                "sparse weight dx",
+            );
         }
     }
 }

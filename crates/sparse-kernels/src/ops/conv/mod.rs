@@ -8,8 +8,12 @@
 //! computes `dcol = Wᵀ·dY` (dense or CSRᵀ) and folds it back (col2im), and the weight
 //! gradient `dY·colᵀ` either densely or only at the mask (SDDMM). Per-group weight
 //! gradients are summed in group order, so results do not depend on thread scheduling.
+//!
+//! Sparse weights on stride-1 convolutions skip im2col entirely: the direct sparse
+//! convolution (`direct`) touches only active weights in all three passes.
 
 pub(crate) mod cpu;
+mod direct;
 
 use crate::error::{shape_err, Result};
 use crate::ops::sparse::{WeightGrad, WeightRef};
@@ -120,7 +124,10 @@ impl ConvGeom {
 /// Forward: `y = conv(x, W)`, shape `[B, O, Ho, Wo]`.
 pub fn conv2d_forward(x: &Tensor, w: WeightRef, p: Conv2dParams) -> Result<Tensor> {
     let g = ConvGeom::new(x.shape(), w.shape(), p)?;
-    let y = cpu::forward(&g, x.as_slice(), &w);
+    let y = match w {
+        WeightRef::Sparse(sw) if direct::applies(&g) => direct::forward(&g, x.as_slice(), sw),
+        _ => cpu::forward(&g, x.as_slice(), &w),
+    };
     Tensor::from_vec(&g.out_shape(), y, x.device())
 }
 
@@ -153,7 +160,17 @@ pub fn conv2d_backward(
             );
         }
     }
-    let (dx, dw) = cpu::backward(&g, dy.as_slice(), x.as_slice(), &w, need_dx, wgrad);
+    let (dx, dw) = match (w, wgrad) {
+        (WeightRef::Sparse(sw), WeightGrad::AtMask(m)) if direct::applies(&g) => (
+            need_dx.then(|| direct::backward_input(&g, dy.as_slice(), sw)),
+            direct::backward_weight(&g, dy.as_slice(), x.as_slice(), m),
+        ),
+        (WeightRef::Sparse(sw), WeightGrad::Dense) if direct::applies(&g) => (
+            need_dx.then(|| direct::backward_input(&g, dy.as_slice(), sw)),
+            cpu::backward(&g, dy.as_slice(), x.as_slice(), &w, false, wgrad).1,
+        ),
+        _ => cpu::backward(&g, dy.as_slice(), x.as_slice(), &w, need_dx, wgrad),
+    };
     Ok(ConvGrads {
         dx: dx
             .map(|d| Tensor::from_vec(x.shape(), d, x.device()))

@@ -88,15 +88,16 @@ pub(crate) fn spmm(
     out: &mut [f32],
     parallel: bool,
 ) {
-    if n == 0 {
+    if n == 0 || a.rows() == 0 {
         return;
     }
-    let body = |(b, o): (usize, &mut [f32])| {
+    let out = &mut out[..a.rows() * n];
+    let run = |r0: usize, o: &mut [f32]| {
         simd::spmm_rows(
             a.row_ptr(),
             a.col_idx(),
             a.values(),
-            b * ROW_BLOCK,
+            r0,
             x,
             n,
             alpha,
@@ -104,11 +105,17 @@ pub(crate) fn spmm(
             o,
         )
     };
-    let out = &mut out[..a.rows() * n];
     if parallel {
-        out.par_chunks_mut(ROW_BLOCK * n).enumerate().for_each(body);
+        // A few blocks per thread: large enough to reuse each X tile across many rows.
+        let block = a
+            .rows()
+            .div_ceil(4 * rayon::current_num_threads())
+            .max(ROW_BLOCK);
+        out.par_chunks_mut(block * n)
+            .enumerate()
+            .for_each(|(b, o)| run(b * block, o));
     } else {
-        out.chunks_mut(ROW_BLOCK * n).enumerate().for_each(body);
+        run(0, out);
     }
 }
 
@@ -134,11 +141,19 @@ pub(crate) fn sddmm_csr(s: &Csr, dy: &[f32], x: &[f32], n: usize) -> Vec<f32> {
     vals
 }
 
+/// Reduction-dimension tile of the dense-layout SDDMM (keeps a `rows x NT` slab of `dY`
+/// in L2 while every column's entries are computed).
+const SDDMM_TILE: usize = 512;
+
 /// Dense-layout SDDMM: `out[r, c] = dot(dY[r], X[c])` at set mask bits, 0 elsewhere.
+///
+/// Entries are visited column by column (through the transposed structure), so one row of
+/// `X` stays in L1 while it meets every active row of `dY`, and the reduction dimension is
+/// tiled so the slab of `dY` in use stays in L2.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sddmm_mask(
     mask: &Mask,
-    _rows: usize,
+    rows: usize,
     cols: usize,
     dy: &[f32],
     x: &[f32],
@@ -146,21 +161,67 @@ pub(crate) fn sddmm_mask(
     out: &mut [f32],
     parallel: bool,
 ) {
-    if cols == 0 {
+    out[..rows * cols].iter_mut().for_each(|v| *v = 0.0);
+    if cols == 0 || rows == 0 {
         return;
     }
-    let body = |(r, o): (usize, &mut [f32])| {
-        o.iter_mut().for_each(|v| *v = 0.0);
-        let d = &dy[r * n..(r + 1) * n];
-        for i in mask.iter_ones_in(r * cols, (r + 1) * cols) {
-            let c = i - r * cols;
-            o[c] = simd::dot(d, &x[c * n..(c + 1) * n]);
+    // Transposed structure: for each column, its active rows (ascending).
+    let mut col_ptr = vec![0u32; cols + 1];
+    for i in mask.iter_ones() {
+        col_ptr[i % cols + 1] += 1;
+    }
+    for c in 0..cols {
+        col_ptr[c + 1] += col_ptr[c];
+    }
+    let mut next = col_ptr.clone();
+    let mut row_of = vec![0u32; col_ptr[cols] as usize];
+    for i in mask.iter_ones() {
+        let c = i % cols;
+        row_of[next[c] as usize] = (i / cols) as u32;
+        next[c] += 1;
+    }
+    let mut acc = vec![0f32; row_of.len()];
+    // Column blocks own disjoint slices of `acc`.
+    let cblock = if parallel {
+        cols.div_ceil(8 * rayon::current_num_threads()).max(1)
+    } else {
+        cols
+    };
+    let mut parts = Vec::new();
+    let mut rest = acc.as_mut_slice();
+    let mut c0 = 0;
+    while c0 < cols {
+        let c1 = (c0 + cblock).min(cols);
+        let len = (col_ptr[c1] - col_ptr[c0]) as usize;
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        parts.push((c0, c1, head));
+        rest = tail;
+        c0 = c1;
+    }
+    let work = |(c0, c1, a): (usize, usize, &mut [f32])| {
+        let base = col_ptr[c0] as usize;
+        let mut t0 = 0;
+        while t0 < n {
+            let t1 = (t0 + SDDMM_TILE).min(n);
+            for c in c0..c1 {
+                let xr = &x[c * n + t0..c * n + t1];
+                for e in col_ptr[c] as usize..col_ptr[c + 1] as usize {
+                    let r = row_of[e] as usize;
+                    a[e - base] += simd::dot(&dy[r * n + t0..r * n + t1], xr);
+                }
+            }
+            t0 = t1;
         }
     };
     if parallel {
-        out.par_chunks_mut(cols).enumerate().for_each(body);
+        parts.into_par_iter().for_each(work);
     } else {
-        out.chunks_mut(cols).enumerate().for_each(body);
+        parts.into_iter().for_each(work);
+    }
+    for c in 0..cols {
+        for e in col_ptr[c] as usize..col_ptr[c + 1] as usize {
+            out[row_of[e] as usize * cols + c] = acc[e];
+        }
     }
 }
 

@@ -1,0 +1,151 @@
+//! sparse-kernels benchmarks: SGEMM vs the machine's FMA peak, SpMM vs dense at several
+//! sparsities, conv2d (forward + backward-to-input + weight gradient) sparse vs dense, and a
+//! ResNet-50-sized mask update. Ratios are computed from medians of the same run.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sparse_benches::{mask, measure_peak_gflops, scores};
+use sparse_core::{drop_and_grow, Mask};
+use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
+use sparse_kernels::ops::gemm::gemm;
+use sparse_kernels::ops::sparse::spmm;
+use sparse_kernels::{SparseWeight, Tensor, WeightGrad, WeightRef};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn tensor(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::cpu(shape, scores(shape.iter().product(), seed)).unwrap()
+}
+
+fn masked(w: &Tensor, m: &Mask) -> Tensor {
+    let mut v = w.to_vec();
+    m.apply(&mut v).unwrap();
+    Tensor::cpu(w.shape(), v).unwrap()
+}
+
+fn peak(c: &mut Criterion) {
+    let gflops = measure_peak_gflops(20_000_000);
+    println!(
+        "measured FMA peak: {gflops:.1} GFLOP/s over {} threads",
+        rayon::current_num_threads()
+    );
+    let mut g = c.benchmark_group("peak");
+    g.sample_size(10);
+    // 200k iterations × 12 chains × 8 lanes × 2 flops per thread.
+    g.throughput(Throughput::Elements(
+        200_000 * 12 * 8 * 2 * rayon::current_num_threads() as u64,
+    ));
+    g.bench_function("fma_loop", |b| b.iter(|| measure_peak_gflops(200_000)));
+    g.finish();
+}
+
+fn sgemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sgemm");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for (name, m, k, n) in [
+        ("1024", 1024, 1024, 1024),
+        ("4096", 4096, 4096, 4096),
+        ("conv_256x2304x8192", 256, 2304, 8192),
+    ] {
+        let a = tensor(&[m, k], 1);
+        let b = tensor(&[k, n], 2);
+        let mut out = Tensor::zeros(&[m, n], sparse_kernels::Device::Cpu).unwrap();
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(name, |bch| {
+            bch.iter(|| gemm(1.0, &a, false, &b, false, 0.0, &mut out).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn spmm_vs_dense(c: &mut Criterion) {
+    let (m, k, n) = (4096, 4096, 256);
+    let w = tensor(&[m, k], 3);
+    let x = tensor(&[k, n], 4);
+    let mut g = c.benchmark_group("spmm_4096x4096x256");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    let mut out = Tensor::zeros(&[m, n], sparse_kernels::Device::Cpu).unwrap();
+    g.bench_function("dense_sgemm", |b| {
+        b.iter(|| gemm(1.0, &w, false, &x, false, 0.0, &mut out).unwrap())
+    });
+    for s in [80u32, 90, 95, 98, 99] {
+        let mk = mask(&[m, k], 1.0 - s as f64 / 100.0, s as u64);
+        let sw = SparseWeight::new(&w, &mk).unwrap();
+        g.bench_with_input(BenchmarkId::new("csr", s), &sw, |b, sw| {
+            b.iter(|| spmm(black_box(sw.csr()), &x).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn conv_train_step(c: &mut Criterion) {
+    let x = tensor(&[32, 256, 16, 16], 5);
+    let w = tensor(&[256, 256, 3, 3], 6);
+    let dy = tensor(&[32, 256, 16, 16], 7);
+    let p = Conv2dParams::new(1, 1);
+    let mut g = c.benchmark_group("conv3x3_256_16x16_b32_fwd_bwd");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8));
+    g.bench_function("dense", |b| {
+        b.iter(|| {
+            let y = conv2d_forward(&x, WeightRef::Dense(&w), p).unwrap();
+            let gr =
+                conv2d_backward(&dy, &x, WeightRef::Dense(&w), p, true, WeightGrad::Dense).unwrap();
+            black_box((y, gr))
+        })
+    });
+    for s in [90u32, 98] {
+        let mk = mask(w.shape(), 1.0 - s as f64 / 100.0, s as u64);
+        let wm = masked(&w, &mk);
+        let sw = SparseWeight::new(&wm, &mk).unwrap();
+        g.bench_with_input(BenchmarkId::new("sparse", s), &sw, |b, sw| {
+            b.iter(|| {
+                let y = conv2d_forward(&x, WeightRef::Sparse(sw), p).unwrap();
+                let gr = conv2d_backward(
+                    &dy,
+                    &x,
+                    WeightRef::Sparse(sw),
+                    p,
+                    true,
+                    WeightGrad::AtMask(&mk),
+                )
+                .unwrap();
+                black_box((y, gr))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn mask_update(c: &mut Criterion) {
+    // ResNet-50-sized: 25M weights, 90% sparse, drop fraction 0.3.
+    let n = 25_000_000;
+    let mk = mask(&[n], 0.1, 8);
+    let mut w = scores(n, 9);
+    mk.apply(&mut w).unwrap();
+    let drop: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+    let grow: Vec<f32> = scores(n, 10).iter().map(|v| v.abs()).collect();
+    let k = (mk.count_ones() as f64 * 0.3) as usize;
+    let mut g = c.benchmark_group("mask_update_25M_s90_f0.3");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    g.bench_function("drop_and_grow", |b| {
+        b.iter(|| drop_and_grow(&mk, &drop, &grow, k).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    peak,
+    sgemm,
+    spmm_vs_dense,
+    conv_train_step,
+    mask_update
+);
+criterion_main!(benches);
