@@ -98,10 +98,20 @@ fn spmm_tile<const F: bool, const W: usize>(
     o: &mut [f32],
 ) {
     let mut acc = [0f32; W];
-    for (&c, &v) in cols.iter().zip(vs) {
-        let xr = &x[c as usize * n + j0..][..W.min(w)];
-        for t in 0..W.min(w) {
-            acc[t] = madd::<F>(v, xr[t], acc[t]);
+    if w == W {
+        // Compile-time width: the accumulators live in registers.
+        for (&c, &v) in cols.iter().zip(vs) {
+            let xr = &x[c as usize * n + j0..][..W];
+            for t in 0..W {
+                acc[t] = madd::<F>(v, xr[t], acc[t]);
+            }
+        }
+    } else {
+        for (&c, &v) in cols.iter().zip(vs) {
+            let xr = &x[c as usize * n + j0..][..w];
+            for t in 0..w {
+                acc[t] = madd::<F>(v, xr[t], acc[t]);
+            }
         }
     }
     if beta == 0.0 {
@@ -132,16 +142,24 @@ fn spmm_rows_generic<const F: bool>(
     out: &mut [f32],
 ) {
     let rows = out.len() / n;
-    let mut j0 = 0;
-    while j0 < n {
-        let w = (n - j0).min(TILE);
+    // Column panels: a row's whole X rows when they are short (contiguous, prefetch
+    // friendly), else one tile at a time so the X tile stays cached across rows.
+    let panel = if n <= 4 * TILE { n } else { TILE };
+    let mut p0 = 0;
+    while p0 < n {
+        let p1 = (p0 + panel).min(n);
         for lr in 0..rows {
             let r = r0 + lr;
             let (s, e) = (row_ptr[r] as usize, row_ptr[r + 1] as usize);
-            let o = &mut out[lr * n + j0..lr * n + j0 + w];
-            spmm_tile::<F, TILE>(&col_idx[s..e], &vals[s..e], x, n, j0, w, alpha, beta, o);
+            let mut j0 = p0;
+            while j0 < p1 {
+                let w = (p1 - j0).min(TILE);
+                let o = &mut out[lr * n + j0..lr * n + j0 + w];
+                spmm_tile::<F, TILE>(&col_idx[s..e], &vals[s..e], x, n, j0, w, alpha, beta, o);
+                j0 += w;
+            }
         }
-        j0 += w;
+        p0 = p1;
     }
 }
 
