@@ -1,11 +1,33 @@
 //! # sparse-algos
 //!
-//! The sparse-training criteria (filled by the algorithms issue): SET, RigL (+ RigL-ITOP),
-//! DST-EE, GMP, GraNet, OptG and FGGP, plus AGC adaptive gradient correction, behind one
-//! small trait in the spirit of jaxpruner: a criterion supplies drop and grow scores (or a
-//! keep score and a target schedule) and `sparse-core`'s shared drop-and-grow routine does
-//! the exact selection.
+//! The sparse-training criteria of the project specification (`shared/docs/ALGORITHMS.md`)
+//! behind one small trait, [`SparseMethod`], in the spirit of jaxpruner: a method decides
+//! *when* to act and *which scores* to rank by; the exact selection is always
+//! `sparse-core`'s (`drop_and_grow` for the dynamic methods, `select` for the pruners).
 //!
-//! Depends on `sparse-kernels` (and through it `sparse-core`).
+//! | method | module | spec |
+//! |---|---|---|
+//! | SET, SET-orig, RigL, RigL-ITOP, DST-EE | [`dst`] (one struct; they differ in drop/grow rules and schedule) | §1, §2, §2b, §3 |
+//! | GMP (per layer or global) | [`gmp`] | §4 |
+//! | GraNet | [`granet`] | §5 |
+//! | FGGP (+ its annealing comparator) | [`fggp`] | §6 |
+//! | OptG | [`optg`] | §7 |
+//! | AGC (wraps any method at the optimizer level) | [`agc`] | §8 |
+//!
+//! Named presets with each paper's hyperparameters are in [`presets`].
 
-pub use sparse_kernels as kernels;
+pub mod agc;
+pub mod dst;
+pub mod error;
+pub mod fggp;
+mod global;
+pub mod gmp;
+pub mod granet;
+pub mod method;
+pub mod optg;
+pub mod presets;
+
+pub use error::{AlgoError, Result};
+pub use method::{AlgoState, Dense, Layer, LayerReport, SparseMethod, StepInfo, UpdateReport};
+pub use presets::{preset, InitSpec, Preset, PresetContext, PRESETS};
+pub use sparse_kernels;

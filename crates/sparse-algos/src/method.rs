@@ -1,0 +1,200 @@
+//! The trait every criterion implements and the views it works on.
+
+use std::collections::BTreeMap;
+
+use sparse_core::Mask;
+use sparse_kernels::Tensor;
+
+use crate::error::{AlgoError, Result};
+
+/// Where training is: `step` counts optimizer steps already taken (0-based), as in the
+/// spec's `t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepInfo {
+    /// Optimizer steps already taken.
+    pub step: u64,
+    /// Current epoch (0-based).
+    pub epoch: u64,
+    /// Steps per epoch.
+    pub steps_per_epoch: u64,
+    /// Total training steps `T`.
+    pub total_steps: u64,
+}
+
+/// One sparsifiable layer as a criterion sees it.
+pub struct Layer<'a> {
+    /// Layer name.
+    pub name: &'a str,
+    /// The stored weight (masked in storage, except for methods that keep dense values).
+    pub weight: &'a mut Tensor,
+    /// The layer's mask.
+    pub mask: &'a mut Mask,
+    /// The current mini-batch gradient `∂L/∂Ŵ`: dense on steps where the method asked for
+    /// dense gradients, otherwise exact at active positions and 0 elsewhere.
+    pub grad: &'a Tensor,
+    /// The optimizer's momentum buffer (reset for newly grown / pruned positions).
+    pub momentum: &'a mut Tensor,
+}
+
+/// What one mask update did to one layer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LayerReport {
+    /// Layer name.
+    pub name: String,
+    /// Positions deactivated.
+    pub dropped: usize,
+    /// Positions newly activated.
+    pub grown: usize,
+    /// Active count after the update.
+    pub nnz: usize,
+}
+
+/// What one mask update did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateReport {
+    /// Per layer, in layer order.
+    pub layers: Vec<LayerReport>,
+}
+
+impl UpdateReport {
+    /// Total dropped.
+    pub fn dropped(&self) -> usize {
+        self.layers.iter().map(|l| l.dropped).sum()
+    }
+    /// Total grown.
+    pub fn grown(&self) -> usize {
+        self.layers.iter().map(|l| l.grown).sum()
+    }
+}
+
+/// Algorithm state that must survive a checkpoint, as named tensors and scalars.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlgoState {
+    /// Named f32 tensors (scores, momentum of scores, snapshots, ...).
+    pub tensors: BTreeMap<String, Vec<f32>>,
+    /// Named u32 tensors (counters, fired masks).
+    pub counters: BTreeMap<String, Vec<u32>>,
+    /// Named scalars.
+    pub scalars: BTreeMap<String, f64>,
+}
+
+impl AlgoState {
+    /// A tensor by name, or a clear error.
+    pub fn tensor(&self, name: &str) -> Result<&Vec<f32>> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| AlgoError::State(format!("missing tensor `{name}`")))
+    }
+    /// Counters by name, or a clear error.
+    pub fn counter(&self, name: &str) -> Result<&Vec<u32>> {
+        self.counters
+            .get(name)
+            .ok_or_else(|| AlgoError::State(format!("missing counters `{name}`")))
+    }
+    /// A scalar by name, or a clear error.
+    pub fn scalar(&self, name: &str) -> Result<f64> {
+        self.scalars
+            .get(name)
+            .copied()
+            .ok_or_else(|| AlgoError::State(format!("missing scalar `{name}`")))
+    }
+}
+
+/// A sparse-training criterion. The trainer calls, every step:
+/// 1. forward/backward, with dense weight gradients iff [`needs_dense_grad`](Self::needs_dense_grad);
+/// 2. [`on_gradients`](Self::on_gradients);
+/// 3. the optimizer step unless [`skip_optimizer_step`](Self::skip_optimizer_step);
+/// 4. [`update`](Self::update) if [`is_update_step`](Self::is_update_step);
+/// 5. [`on_step_end`](Self::on_step_end).
+///
+/// and [`on_epoch_start`](Self::on_epoch_start) before each epoch's first step.
+pub trait SparseMethod: Send {
+    /// Preset-style name.
+    fn name(&self) -> &str;
+    /// Whether a mask update happens after step `t`.
+    fn is_update_step(&self, t: &StepInfo) -> bool;
+    /// Whether step `t` skips the optimizer (spec §0.6: RigL-paper presets do on updates).
+    fn skip_optimizer_step(&self, t: &StepInfo) -> bool {
+        let _ = t;
+        false
+    }
+    /// Whether step `t` needs the dense gradient of inactive weights.
+    fn needs_dense_grad(&self, t: &StepInfo) -> bool {
+        let _ = t;
+        false
+    }
+    /// True when inactive weights keep stored values (OptG): the trainer executes `W ⊙ M`
+    /// without zeroing `W` and steps the optimizer without the mask (gradient `G ⊙ M`).
+    fn keeps_dense_values(&self) -> bool {
+        false
+    }
+    /// Called after backward, before the optimizer step.
+    fn on_gradients(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<()> {
+        let _ = (t, layers);
+        Ok(())
+    }
+    /// The mask update.
+    fn update(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<UpdateReport>;
+    /// Called at the end of every step (after any update).
+    fn on_step_end(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<()> {
+        let _ = (t, layers);
+        Ok(())
+    }
+    /// Called before an epoch's first step; may update masks (OptG, per-epoch SET).
+    fn on_epoch_start(
+        &mut self,
+        t: &StepInfo,
+        layers: &mut [Layer],
+    ) -> Result<Option<UpdateReport>> {
+        let _ = (t, layers);
+        Ok(None)
+    }
+    /// State to checkpoint.
+    fn state(&self) -> AlgoState {
+        AlgoState::default()
+    }
+    /// Restores [`state`](Self::state) exactly.
+    fn load_state(&mut self, state: &AlgoState) -> Result<()> {
+        let _ = state;
+        Ok(())
+    }
+}
+
+/// The dense baseline: never changes a mask.
+#[derive(Debug, Clone, Default)]
+pub struct Dense;
+
+impl SparseMethod for Dense {
+    fn name(&self) -> &str {
+        "dense"
+    }
+    fn is_update_step(&self, _: &StepInfo) -> bool {
+        false
+    }
+    fn update(&mut self, _: &StepInfo, _: &mut [Layer]) -> Result<UpdateReport> {
+        Ok(UpdateReport::default())
+    }
+}
+
+/// Zeroes weight and momentum at positions active in `before` and inactive in `after`.
+pub(crate) fn zero_pruned(layer: &mut Layer, before: &Mask) -> Result<usize> {
+    let pruned = before.and_not(layer.mask)?;
+    let (w, m) = (layer.weight.as_mut_slice(), layer.momentum.as_mut_slice());
+    let mut n = 0;
+    for i in pruned.iter_ones() {
+        w[i] = 0.0;
+        m[i] = 0.0;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Checks a state vector length.
+pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(AlgoError::State(format!(
+            "`{what}` has {got} entries, the model needs {want}"
+        )));
+    }
+    Ok(())
+}

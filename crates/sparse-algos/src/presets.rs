@@ -1,0 +1,260 @@
+//! Named presets reproducing each paper's setting (spec §11), scaled to a run's length.
+
+use sparse_core::{Distribution, LayerShape, Schedule};
+
+use crate::dst::{DropGrow, DropRule, DstConfig, GrowInit, GrowRule, Rounding};
+use crate::error::{AlgoError, Result};
+use crate::fggp::{Fggp, FggpConfig, FggpMode};
+use crate::gmp::{Gmp, GmpConfig};
+use crate::granet::{Granet, GranetConfig};
+use crate::method::{Dense, SparseMethod};
+use crate::optg::{Optg, OptgConfig};
+
+/// Every preset with a one-line description (`sparse-train list`).
+pub const PRESETS: &[(&str, &str)] = &[
+    ("dense", "dense baseline: no masks"),
+    ("set", "SET (RIGL-TF/JAXP form): ERK, |w| drop, random grow, zero init, f0 0.3 cosine to 0.75T, ΔT 100, skip step on update"),
+    ("set-orig", "official SET: ER, sign-split drop of ζ=0.3, random grow with randn/10 init, once per epoch (not after the last), step taken"),
+    ("rigl", "RigL paper: ERK, |w| drop, |G| grow, floor, f0 0.3 cosine to 0.75T, ΔT 100, skip step on update"),
+    ("rigl-itop", "RigL-ITOP (GraNet/AGC baseline): ERK, ceil, f0 0.5 ITOP cosine to 0.005 over T, ΔT 1000, never stops, step taken"),
+    ("dst-ee", "DST-EE: rigl-itop with grow score |G| + c·sqrt(ln t/(N+eps)), c 1e-4, eps 1e-8 [UNVERIFIED defaults]"),
+    ("gmp", "GMP (Zhu & Gupta): uniform per layer (first layer dense), cubic from 0.2T to 0.75T, ΔT 100, dense start"),
+    ("granet", "GraNet: dense start, global cubic magnitude pruning to 0.5T, regeneration 0.5 -> 0.005 ITOP cosine, ΔT 1000"),
+    ("fggp", "FGGP: dense start, global gradient-first (r 0.5) then magnitude pruning, cubic to 0.8T, ΔT 2000, first layer dense"),
+    ("fggp-annealing", "FGGP's annealing comparator: magnitude first, gradient next, rate 0.5 -> 0.005"),
+    ("optg", "OptG: scores on G⊙W, sigmoid sparsity ramp (β 1) per epoch, global threshold, pruned weights keep values"),
+];
+
+/// How a preset's initial masks are drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitSpec {
+    /// Layer distribution of the initial sparsity.
+    pub distribution: Distribution,
+    /// Initial global sparsity (0 = dense start).
+    pub sparsity: f64,
+}
+
+/// What a run provides to instantiate a preset.
+#[derive(Debug, Clone)]
+pub struct PresetContext {
+    /// Target (final) global sparsity.
+    pub sparsity: f64,
+    /// Sparsifiable layers in order (the first is the stem).
+    pub layers: Vec<LayerShape>,
+    /// Total training steps `T`.
+    pub total_steps: u64,
+    /// Steps per epoch.
+    pub steps_per_epoch: u64,
+    /// Epochs.
+    pub epochs: u64,
+    /// Base learning rate (OptG's score lr follows it).
+    pub lr: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Overrides the preset's update interval ΔT (short runs).
+    pub interval: Option<u64>,
+    /// Overrides the preset's distribution.
+    pub distribution: Option<Distribution>,
+}
+
+/// An instantiated preset.
+pub struct Preset {
+    /// Preset name.
+    pub name: String,
+    /// Initial masks.
+    pub init: InitSpec,
+    /// The method.
+    pub method: Box<dyn SparseMethod>,
+}
+
+fn frac(ctx: &PresetContext, f: f64) -> u64 {
+    ((ctx.total_steps as f64 * f) as u64).max(1)
+}
+
+/// Instantiates preset `name` for a run (see [`PRESETS`]).
+pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
+    sparse_core::error::check_sparsity("target", ctx.sparsity)?;
+    if ctx.total_steps == 0 || ctx.layers.is_empty() {
+        return Err(AlgoError::Config(
+            "a preset needs at least one step and one layer".into(),
+        ));
+    }
+    let t = ctx.total_steps;
+    let first_dense = Distribution::Uniform {
+        dense_layers: vec![ctx.layers[0].name.clone()],
+    };
+    let dist = |default: Distribution| ctx.distribution.clone().unwrap_or(default);
+    let sparse_start = |d: Distribution| InitSpec {
+        distribution: dist(d),
+        sparsity: ctx.sparsity,
+    };
+    let dense_start = InitSpec {
+        distribution: Distribution::default(),
+        sparsity: 0.0,
+    };
+    let interval = |d: u64| ctx.interval.unwrap_or(d).max(1);
+    let dst = |name: &str, grow: GrowRule, itop: bool| -> Result<Box<dyn SparseMethod>> {
+        let cfg = if itop {
+            let dt = interval(1000);
+            DstConfig {
+                name: name.into(),
+                drop_fraction: Schedule::ItopCosine {
+                    f0: 0.5,
+                    floor: 0.005,
+                    total: t,
+                },
+                interval: dt,
+                first: dt - 1,
+                end: None,
+                rounding: Rounding::Ceil,
+                skip_step_on_update: false,
+                drop: DropRule::Magnitude,
+                grow,
+                grow_init: GrowInit::Zero,
+                drop_noise: None,
+                seed: ctx.seed,
+            }
+        } else {
+            let end = frac(ctx, 0.75);
+            DstConfig {
+                name: name.into(),
+                drop_fraction: Schedule::RiglCosine { f0: 0.3, end },
+                interval: interval(100),
+                first: 0,
+                end: Some(end),
+                rounding: Rounding::Floor,
+                skip_step_on_update: true,
+                drop: DropRule::Magnitude,
+                grow,
+                grow_init: GrowInit::Zero,
+                drop_noise: None,
+                seed: ctx.seed,
+            }
+        };
+        Ok(Box::new(DropGrow::new(cfg)?))
+    };
+    let (init, method): (InitSpec, Box<dyn SparseMethod>) = match name {
+        "dense" => (dense_start.clone(), Box::new(Dense)),
+        "set" => (
+            sparse_start(Distribution::default()),
+            dst("set", GrowRule::Random, false)?,
+        ),
+        "rigl" => (
+            sparse_start(Distribution::default()),
+            dst("rigl", GrowRule::Gradient, false)?,
+        ),
+        "rigl-itop" => (
+            sparse_start(Distribution::default()),
+            dst("rigl-itop", GrowRule::Gradient, true)?,
+        ),
+        "dst-ee" => (
+            sparse_start(Distribution::default()),
+            dst(
+                "dst-ee",
+                GrowRule::Explore {
+                    c: 1e-4,
+                    eps: 1e-8,
+                    normalize: false,
+                    per_iteration: true,
+                },
+                true,
+            )?,
+        ),
+        "set-orig" => {
+            let spe = interval(ctx.steps_per_epoch);
+            let cfg = DstConfig {
+                name: "set-orig".into(),
+                drop_fraction: Schedule::Constant { value: 0.3 },
+                interval: spe,
+                first: spe - 1,
+                end: Some(t.saturating_sub(spe + 1)),
+                rounding: Rounding::Floor,
+                skip_step_on_update: false,
+                drop: DropRule::SignSplit,
+                grow: GrowRule::Random,
+                grow_init: GrowInit::Normal { std: 0.1 },
+                drop_noise: None,
+                seed: ctx.seed,
+            };
+            (
+                sparse_start(Distribution::Er),
+                Box::new(DropGrow::new(cfg)?),
+            )
+        }
+        "gmp" => {
+            let d = dist(first_dense.clone());
+            let finals = sparse_core::layer_sparsities(&ctx.layers, ctx.sparsity, &d, &[])?;
+            let cfg = GmpConfig {
+                final_sparsity: finals,
+                initial_sparsity: 0.0,
+                start: frac(ctx, 0.2),
+                end: frac(ctx, 0.75).max(frac(ctx, 0.2) + 1),
+                interval: interval(100),
+                global: false,
+            };
+            (dense_start.clone(), Box::new(Gmp::new(cfg)?))
+        }
+        "granet" => {
+            let dt = interval(1000);
+            let cfg = GranetConfig {
+                initial_density: 1.0,
+                final_density: 1.0 - ctx.sparsity,
+                interval: dt,
+                prune_start: 0,
+                prune_end: frac(ctx, 0.5).max(2 * dt),
+                regen_fraction: Schedule::ItopCosine {
+                    f0: 0.5,
+                    floor: 0.005,
+                    total: t,
+                },
+            };
+            (dense_start.clone(), Box::new(Granet::new(cfg)?))
+        }
+        "fggp" | "fggp-annealing" => {
+            let mode = if name == "fggp" {
+                FggpMode::GradientFirst
+            } else {
+                FggpMode::Annealing {
+                    rate: Schedule::ItopCosine {
+                        f0: 0.5,
+                        floor: 0.005,
+                        total: t,
+                    },
+                }
+            };
+            let cfg = FggpConfig {
+                initial_density: 1.0,
+                final_density: 1.0 - ctx.sparsity,
+                select_ratio: 0.5,
+                interval: interval(2000),
+                end_ratio: 0.8,
+                prune_first_layer: false,
+                mode,
+            };
+            (dense_start.clone(), Box::new(Fggp::new(cfg)?))
+        }
+        "optg" => {
+            let cfg = OptgConfig {
+                target: ctx.sparsity,
+                beta: 1.0,
+                epochs: ctx.epochs.max(1),
+                lr: ctx.lr,
+                warmup_epochs: 5.min(ctx.epochs.max(1)),
+                momentum: 0.9,
+            };
+            (dense_start.clone(), Box::new(Optg::new(cfg)?))
+        }
+        other => {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+            return Err(AlgoError::Config(format!(
+                "unknown method `{other}` (known: {})",
+                names.join(", ")
+            )));
+        }
+    };
+    Ok(Preset {
+        name: name.to_string(),
+        init,
+        method,
+    })
+}

@@ -1,0 +1,696 @@
+//! Hand-worked and invariant tests of every criterion (spec references in each test).
+
+use sparse_algos::agc::{tau_estimate, Agc, AgcConfig};
+use sparse_algos::dst::{DropGrow, DropRule, DstConfig, GrowInit, GrowRule, Rounding};
+use sparse_algos::fggp::{Fggp, FggpConfig, FggpMode};
+use sparse_algos::gmp::{Gmp, GmpConfig};
+use sparse_algos::granet::{Granet, GranetConfig};
+use sparse_algos::optg::{Optg, OptgConfig};
+use sparse_algos::{preset, Layer, PresetContext, SparseMethod, StepInfo};
+use sparse_core::{random_mask, stream_rng, LayerShape, Mask, Schedule};
+use sparse_kernels::Tensor;
+
+struct Model {
+    names: Vec<String>,
+    w: Vec<Tensor>,
+    m: Vec<Mask>,
+    g: Vec<Tensor>,
+    mom: Vec<Tensor>,
+}
+
+impl Model {
+    fn new(ws: Vec<Vec<f32>>, masks: Vec<Vec<bool>>, gs: Vec<Vec<f32>>) -> Model {
+        let n = ws.len();
+        let w: Vec<Tensor> = ws
+            .iter()
+            .map(|v| Tensor::cpu(&[v.len()], v.clone()).unwrap())
+            .collect();
+        let m: Vec<Mask> = masks
+            .iter()
+            .map(|b| Mask::from_bools(&[b.len()], b).unwrap())
+            .collect();
+        let mut model = Model {
+            names: (0..n).map(|i| format!("l{i}")).collect(),
+            mom: ws
+                .iter()
+                .map(|v| Tensor::cpu(&[v.len()], vec![0.5; v.len()]).unwrap())
+                .collect(),
+            g: gs
+                .iter()
+                .map(|v| Tensor::cpu(&[v.len()], v.clone()).unwrap())
+                .collect(),
+            w,
+            m,
+        };
+        // Storage invariant: inactive weights and momentum are 0.
+        for i in 0..n {
+            model.m[i].apply(model.w[i].as_mut_slice()).unwrap();
+            model.m[i].apply(model.mom[i].as_mut_slice()).unwrap();
+        }
+        model
+    }
+
+    fn random(sizes: &[usize], density: f64, seed: u64) -> Model {
+        let mut rng = stream_rng(seed, 0);
+        let ws: Vec<Vec<f32>> = sizes
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|i| ((i * 7919 + seed as usize * 31) % 1000) as f32 / 500.0 - 1.0)
+                    .collect()
+            })
+            .collect();
+        let gs: Vec<Vec<f32>> = sizes
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|i| ((i * 104_729 + seed as usize) % 997) as f32 / 997.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let masks = sizes
+            .iter()
+            .map(|&n| {
+                random_mask(&[n], ((n as f64) * density) as usize, &mut rng)
+                    .unwrap()
+                    .to_bools()
+            })
+            .collect();
+        Model::new(ws, masks, gs)
+    }
+
+    fn layers(&mut self) -> Vec<Layer<'_>> {
+        self.names
+            .iter()
+            .zip(self.w.iter_mut())
+            .zip(self.m.iter_mut())
+            .zip(self.g.iter())
+            .zip(self.mom.iter_mut())
+            .map(|((((name, weight), mask), grad), momentum)| Layer {
+                name,
+                weight,
+                mask,
+                grad,
+                momentum,
+            })
+            .collect()
+    }
+
+    fn ones(&self, l: usize) -> Vec<usize> {
+        self.m[l].iter_ones().collect()
+    }
+}
+
+fn step(t: u64) -> StepInfo {
+    StepInfo {
+        step: t,
+        epoch: 0,
+        steps_per_epoch: 100,
+        total_steps: 1000,
+    }
+}
+
+fn dst(grow: GrowRule, f: f64) -> DstConfig {
+    DstConfig {
+        name: "t".into(),
+        drop_fraction: Schedule::Constant { value: f },
+        interval: 1,
+        first: 0,
+        end: None,
+        rounding: Rounding::Floor,
+        skip_step_on_update: false,
+        drop: DropRule::Magnitude,
+        grow,
+        grow_init: GrowInit::Zero,
+        drop_noise: None,
+        seed: 1,
+    }
+}
+
+#[test]
+fn every_drop_and_grow_method_keeps_budgets_and_resets_new_weights() {
+    let ctx = |sparsity| PresetContext {
+        sparsity,
+        layers: vec![
+            LayerShape::new("a", &[40]),
+            LayerShape::new("b", &[200]),
+            LayerShape::new("c", &[64]),
+        ],
+        total_steps: 1000,
+        steps_per_epoch: 50,
+        epochs: 20,
+        lr: 0.1,
+        seed: 3,
+        interval: Some(10),
+        distribution: None,
+    };
+    for name in ["set", "rigl", "rigl-itop", "dst-ee", "set-orig"] {
+        let mut p = preset(name, &ctx(0.8)).unwrap();
+        let mut model = Model::random(&[40, 200, 64], 0.3, 11);
+        let budgets: Vec<usize> = model.m.iter().map(|m| m.count_ones()).collect();
+        let mut updates = 0;
+        for t in 0..400u64 {
+            let info = step(t);
+            // A fresh "gradient" each step so growth changes.
+            for (l, g) in model.g.iter_mut().enumerate() {
+                for (i, v) in g.as_mut_slice().iter_mut().enumerate() {
+                    *v = (((i * 31 + l * 7 + t as usize * 13) % 101) as f32 - 50.0) / 50.0;
+                }
+            }
+            // Simulate training moving the active weights.
+            for (w, m) in model.w.iter_mut().zip(&model.m) {
+                for i in m.iter_ones() {
+                    w.as_mut_slice()[i] += 0.01 * ((i + t as usize) % 5) as f32 - 0.02;
+                }
+            }
+            if p.method.is_update_step(&info) {
+                let before_m = model.m.clone();
+                let before_w: Vec<Vec<f32>> = model.w.iter().map(|w| w.to_vec()).collect();
+                let before_mom: Vec<Vec<f32>> = model.mom.iter().map(|w| w.to_vec()).collect();
+                let r = p.method.update(&info, &mut model.layers()).unwrap();
+                updates += 1;
+                for l in 0..3 {
+                    assert_eq!(
+                        model.m[l].count_ones(),
+                        budgets[l],
+                        "{name}: layer {l} budget at step {t}"
+                    );
+                    assert_eq!(r.layers[l].dropped, r.layers[l].grown, "{name}");
+                    for i in 0..model.m[l].len() {
+                        let (was, is) = (before_m[l].get(i), model.m[l].get(i));
+                        let (w, mo) = (model.w[l].as_slice()[i], model.mom[l].as_slice()[i]);
+                        match (was, is) {
+                            (true, true) => assert_eq!(
+                                (w, mo),
+                                (before_w[l][i], before_mom[l][i]),
+                                "{name}: kept/regrown untouched"
+                            ),
+                            (false, true) => {
+                                assert_eq!(mo, 0.0, "{name}: grown momentum");
+                                if name != "set-orig" {
+                                    assert_eq!(w, 0.0, "{name}: grown weight starts at 0");
+                                }
+                            }
+                            (true, false) => {
+                                assert_eq!((w, mo), (0.0, 0.0), "{name}: dropped zeroed")
+                            }
+                            (false, false) => assert_eq!(w, 0.0),
+                        }
+                    }
+                }
+            }
+            p.method.on_step_end(&info, &mut model.layers()).unwrap();
+        }
+        assert!(updates > 3, "{name} updated {updates} times");
+    }
+}
+
+#[test]
+fn set_drops_smallest_magnitudes_and_grows_randomly_outside_kept() {
+    // Active: 0..4 with |w| = 0.9, 0.1, 0.5, 0.2 -> f = 0.5 drops indices 1 and 3.
+    let mut model = Model::new(
+        vec![vec![0.9, -0.1, 0.5, 0.2, 0.0, 0.0, 0.0, 0.0]],
+        vec![vec![true, true, true, true, false, false, false, false]],
+        vec![vec![0.0; 8]],
+    );
+    let mut m = DropGrow::new(dst(GrowRule::Random, 0.5)).unwrap();
+    let r = m.update(&step(0), &mut model.layers()).unwrap();
+    let ones = model.ones(0);
+    assert_eq!(ones.len(), 4);
+    assert!(
+        ones.contains(&0) && ones.contains(&2),
+        "kept the two largest: {ones:?}"
+    );
+    assert_eq!(r.layers[0].dropped + 2, 2 + r.layers[0].grown);
+    // Official SET sign split: positives {0.9, 0.5, 0.2}, negatives {-0.1}; ζ = 0.5 floor
+    // -> drop 1 positive (0.2 at index 3) and 0 negatives.
+    let mut model = Model::new(
+        vec![vec![0.9, -0.1, 0.5, 0.2, 0.0, 0.0, 0.0, 0.0]],
+        vec![vec![true, true, true, true, false, false, false, false]],
+        vec![vec![0.0; 8]],
+    );
+    let mut cfg = dst(GrowRule::Random, 0.5);
+    cfg.drop = DropRule::SignSplit;
+    let mut m = DropGrow::new(cfg).unwrap();
+    m.update(&step(0), &mut model.layers()).unwrap();
+    let ones = model.ones(0);
+    assert!(
+        ones.contains(&0) && ones.contains(&1) && ones.contains(&2) && ones.len() == 4,
+        "{ones:?}"
+    );
+}
+
+fn rigl_example() -> Model {
+    // Active 0,2,4,6 (|w| 0.4, 0.3, 0.2, 0.1); |g| at inactive 1,3,5,7 = 0.1, 0.9, 0.5, 0.2.
+    Model::new(
+        vec![vec![0.4, 0.0, -0.3, 0.0, 0.2, 0.0, 0.1, 0.0]],
+        vec![vec![true, false, true, false, true, false, true, false]],
+        vec![vec![5.0, 0.1, 5.0, -0.9, 5.0, 0.5, 5.0, 0.2]],
+    )
+}
+
+#[test]
+fn rigl_grows_largest_gradients_and_dst_ee_with_c0_is_rigl() {
+    // f = 0.5: drop 4 and 6 (smallest |w|); candidates = 1,3,4,5,6,7; |g| there =
+    // 0.1, 0.9, 5, 0.5, 5, 0.2 -> grow 4 and 6 back (regrown, untouched).
+    let mut model = rigl_example();
+    let mut m = DropGrow::new(dst(GrowRule::Gradient, 0.5)).unwrap();
+    let r = m.update(&step(0), &mut model.layers()).unwrap();
+    assert_eq!(model.ones(0), vec![0, 2, 4, 6]);
+    assert_eq!((r.layers[0].dropped, r.layers[0].grown), (0, 0));
+    assert_eq!(model.w[0].as_slice()[4], 0.2);
+    // With the kept weights' gradients small, growth goes to 3 then 5.
+    let mut model = rigl_example();
+    for i in [0, 2, 4, 6] {
+        model.g[0].as_mut_slice()[i] = 0.0;
+    }
+    let mut m = DropGrow::new(dst(GrowRule::Gradient, 0.5)).unwrap();
+    m.update(&step(0), &mut model.layers()).unwrap();
+    assert_eq!(model.ones(0), vec![0, 2, 3, 5]);
+    // DST-EE with c = 0 is RigL exactly.
+    let mut a = rigl_example();
+    let mut b = rigl_example();
+    let mut rigl = DropGrow::new(dst(GrowRule::Gradient, 0.5)).unwrap();
+    let mut ee = DropGrow::new(dst(
+        GrowRule::Explore {
+            c: 0.0,
+            eps: 1e-8,
+            normalize: false,
+            per_iteration: true,
+        },
+        0.5,
+    ))
+    .unwrap();
+    for t in 0..5 {
+        rigl.update(&step(t), &mut a.layers()).unwrap();
+        ee.update(&step(t), &mut b.layers()).unwrap();
+        ee.on_step_end(&step(t), &mut b.layers()).unwrap();
+        assert_eq!(a.m, b.m);
+        assert_eq!(
+            a.w.iter().map(|w| w.to_vec()).collect::<Vec<_>>(),
+            b.w.iter().map(|w| w.to_vec()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn dst_ee_with_large_c_grows_least_visited_positions() {
+    let mut model = rigl_example();
+    let mut ee = DropGrow::new(dst(
+        GrowRule::Explore {
+            c: 1e6,
+            eps: 1e-8,
+            normalize: false,
+            per_iteration: true,
+        },
+        0.5,
+    ))
+    .unwrap();
+    // Visit history: position 3 active for 3 iterations, 1 for 1, 5 and 7 never (besides
+    // the current active set 0,2,4,6 for 4 iterations).
+    for t in 0..4u64 {
+        let mut extra = model.m[0].clone();
+        if t < 3 {
+            extra.set(3);
+        }
+        if t == 0 {
+            extra.set(1);
+        }
+        let saved = std::mem::replace(&mut model.m[0], extra);
+        ee.on_step_end(&step(t), &mut model.layers()).unwrap();
+        model.m[0] = saved;
+    }
+    assert_eq!(ee.counters(0).unwrap(), &[4, 1, 4, 3, 4, 0, 4, 0]);
+    ee.update(&step(4), &mut model.layers()).unwrap();
+    // Dropped 4 and 6; the never-visited 5 and 7 win over everything else.
+    assert_eq!(model.ones(0), vec![0, 2, 5, 7]);
+}
+
+#[test]
+fn gmp_hits_the_cubic_target_exactly_and_the_final_sparsity_at_the_end() {
+    let cfg = GmpConfig {
+        final_sparsity: vec![0.9, 0.5],
+        initial_sparsity: 0.0,
+        start: 10,
+        end: 50,
+        interval: 7,
+        global: false,
+    };
+    let mut gmp = Gmp::new(cfg).unwrap();
+    let mut model = Model::random(&[100, 64], 1.0, 5);
+    let mut seen_end = false;
+    for t in 0..80u64 {
+        if gmp.is_update_step(&step(t)) {
+            let before: Vec<Mask> = model.m.clone();
+            let before_w: Vec<Vec<f32>> = model.w.iter().map(|w| w.to_vec()).collect();
+            gmp.update(&step(t), &mut model.layers()).unwrap();
+            for (l, (&n, &sf)) in [100usize, 64].iter().zip(&[0.9, 0.5]).enumerate() {
+                let p = (t - 10) as f64 / 40.0;
+                let s = sf - sf * (1.0 - p).powi(3);
+                let keep = n - (s * n as f64 + 1e-9).floor() as usize;
+                assert_eq!(model.m[l].count_ones(), keep, "layer {l} at step {t}");
+                // Pruned weights never come back, and the kept ones are the largest |w|.
+                assert!(model.m[l].and_not(&before[l]).unwrap().count_ones() == 0);
+                let min_kept = model.m[l]
+                    .iter_ones()
+                    .map(|i| model.w[l].as_slice()[i].abs())
+                    .fold(f32::INFINITY, f32::min);
+                let max_pruned = before[l]
+                    .and_not(&model.m[l])
+                    .unwrap()
+                    .iter_ones()
+                    .map(|i| before_w[l][i].abs())
+                    .fold(0f32, f32::max);
+                assert!(min_kept >= max_pruned);
+            }
+            seen_end |= t == 50;
+        }
+    }
+    assert!(seen_end);
+    assert_eq!(model.m[0].count_ones(), 10);
+    assert_eq!(model.m[1].count_ones(), 32);
+    assert!(model.w[0].as_slice().iter().filter(|v| **v != 0.0).count() <= 10);
+}
+
+fn fggp_model() -> Model {
+    // Layer 0 is the (excluded) stem. Layer 1: 8 active weights.
+    // |g|:  0.1 0.2 0.3 0.4 | 0.5 0.6 0.7 0.8   (gradient-first candidates: indices 0..3)
+    // |w|:  0.9 0.8 0.7 0.6 | 0.1 0.2 0.3 0.4   (magnitude-first would pick 4, 5)
+    Model::new(
+        vec![
+            vec![1.0, 1.0],
+            vec![0.9, -0.8, 0.7, 0.6, 0.1, 0.2, -0.3, 0.4],
+        ],
+        vec![vec![true, true], vec![true; 8]],
+        vec![
+            vec![0.0, 0.0],
+            vec![0.1, -0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+        ],
+    )
+}
+
+#[test]
+fn fggp_takes_gradient_first_candidates_then_smallest_magnitudes() {
+    // Density target at τ = ΔT with T_e = 80: d = 0.75 + 0.25·(1 − 10/80)^3 ≈ 0.9175
+    // -> to_prune = floor(8·0.0825) = 0. Use a direct density via a tiny run length.
+    let cfg = FggpConfig {
+        initial_density: 1.0,
+        final_density: 0.75,
+        select_ratio: 0.5,
+        interval: 10,
+        end_ratio: 1.0,
+        prune_first_layer: false,
+        mode: FggpMode::GradientFirst,
+    };
+    let mut f = Fggp::new(cfg.clone()).unwrap();
+    let mut model = fggp_model();
+    // τ = 10 = T_e (total 10): density 0.75 -> to_prune = 2; K = floor(0.5·8) = 4.
+    let info = StepInfo {
+        step: 9,
+        epoch: 0,
+        steps_per_epoch: 10,
+        total_steps: 10,
+    };
+    assert!(f.is_update_step(&info));
+    f.update(&info, &mut model.layers()).unwrap();
+    // Candidates 0..3 (smallest |g|); within them the smallest |w| are 3 (0.6) and 2 (0.7).
+    assert_eq!(model.ones(1), vec![0, 1, 4, 5, 6, 7]);
+    assert_eq!(model.ones(0), vec![0, 1], "stem untouched");
+    assert_eq!(model.w[1].as_slice()[2], 0.0);
+    // The annealing comparator (magnitude first) prunes differently.
+    let mut a = Fggp::new(FggpConfig {
+        mode: FggpMode::Annealing {
+            rate: Schedule::Constant { value: 0.0 },
+        },
+        ..cfg
+    })
+    .unwrap();
+    let mut model = fggp_model();
+    a.update(&info, &mut model.layers()).unwrap();
+    assert_eq!(model.ones(1), vec![0, 1, 2, 3, 6, 7]);
+}
+
+#[test]
+fn optg_global_threshold_per_layer_counts_and_revival() {
+    let cfg = OptgConfig {
+        target: 0.5,
+        beta: 1.0,
+        epochs: 10,
+        lr: 0.1,
+        warmup_epochs: 2,
+        momentum: 0.9,
+    };
+    let mut o = Optg::new(cfg).unwrap();
+    let mut model = Model::new(
+        vec![vec![1.0; 4], vec![1.0; 6]],
+        vec![vec![true; 4], vec![true; 6]],
+        vec![vec![0.0; 4], vec![0.0; 6]],
+    );
+    // Scores: layer 0 all high, layer 1 all low except one -> global threshold keeps 5.
+    o.set_scores(vec![
+        vec![5.0, 4.0, 3.0, 2.0],
+        vec![0.1, 0.2, 6.0, 0.3, 0.4, 0.5],
+    ]);
+    o.rebuild_masks(&mut model.layers(), 0.5).unwrap();
+    assert_eq!(model.ones(0), vec![0, 1, 2, 3]);
+    assert_eq!(model.ones(1), vec![2]);
+    // Stored values of pruned weights survive (dense values).
+    assert_eq!(model.w[1].as_slice()[0], 1.0);
+    // A pruned weight whose score rises is revived with its stored value.
+    o.set_scores(vec![
+        vec![5.0, 4.0, 3.0, 0.0],
+        vec![0.1, 9.0, 6.0, 0.3, 0.4, 0.5],
+    ]);
+    o.rebuild_masks(&mut model.layers(), 0.5).unwrap();
+    assert_eq!(model.ones(0), vec![0, 1, 2]);
+    assert_eq!(model.ones(1), vec![1, 2]);
+    assert_eq!(model.w[1].as_slice()[1], 1.0);
+    // Score SGD: ∂L/∂S = G ⊙ W, first step buf = g.
+    let mut o = Optg::new(OptgConfig {
+        target: 0.5,
+        beta: 1.0,
+        epochs: 10,
+        lr: 0.1,
+        warmup_epochs: 2,
+        momentum: 0.9,
+    })
+    .unwrap();
+    let mut model = Model::new(
+        vec![vec![2.0, -1.0]],
+        vec![vec![true, true]],
+        vec![vec![0.5, 0.25]],
+    );
+    let info = StepInfo {
+        step: 0,
+        epoch: 7,
+        steps_per_epoch: 1,
+        total_steps: 10,
+    };
+    o.on_gradients(&info, &mut model.layers()).unwrap();
+    let lr_s =
+        0.5 * 0.1 * (1.0 + (std::f64::consts::PI * 0.7).cos()) / (1.0 + (-(7.0f64 - 5.0)).exp());
+    let s = o.scores(0).unwrap();
+    assert!((s[0] as f64 + lr_s * 1.0).abs() < 1e-7 && (s[1] as f64 + lr_s * -0.25).abs() < 1e-7);
+    assert!((o.target_sparsity(5) - 0.25).abs() < 1e-12);
+}
+
+#[test]
+fn granet_prunes_globally_then_regrows_at_constant_budget() {
+    let cfg = GranetConfig {
+        initial_density: 1.0,
+        final_density: 0.5,
+        interval: 10,
+        prune_start: 0,
+        prune_end: 20,
+        regen_fraction: Schedule::Constant { value: 0.25 },
+    };
+    let mut g = Granet::new(cfg).unwrap();
+    // Rounds: curr = 1 (step 10) -> decay (1 − 1/2)^3 = 0.125 -> s = 0.5·0.875 = 0.4375.
+    assert!((g.target_sparsity(10).unwrap() - 0.4375).abs() < 1e-12);
+    assert_eq!(g.target_sparsity(20), None);
+    let mut model = Model::new(
+        vec![
+            vec![0.1, 0.2, 0.3, 0.4],
+            vec![0.5, 0.6, 0.7, 0.8, 0.01, 0.02],
+        ],
+        vec![vec![true; 4], vec![true; 6]],
+        vec![vec![0.0, 0.0, 3.0, 0.0], vec![0.0, 0.0, 0.0, 0.0, 0.0, 2.0]],
+    );
+    // Step 0 (1-based 1) is not an update; 1-based step 10 is.
+    assert!(!g.is_update_step(&step(0)) && g.is_update_step(&step(9)));
+    // Prune: keep int(10·0.5625) = 5 largest globally: layer 1's 0..3 and layer 0's 0.4.
+    // Regenerate (f = 0.25, ceil): layer 0 drops its one weight (index 3) and regrows the
+    // largest |g| among its other positions (index 2); layer 1 drops 0.5 (index 0) and
+    // regrows index 5 (|g| = 2).
+    let r = g.update(&step(9), &mut model.layers()).unwrap();
+    assert_eq!(model.ones(0), vec![2]);
+    assert_eq!(model.ones(1), vec![1, 2, 3, 5]);
+    assert_eq!((r.dropped(), r.grown()), (5 + 2, 2));
+    assert_eq!(
+        (
+            model.w[0].as_slice()[2],
+            model.w[1].as_slice()[5],
+            model.mom[1].as_slice()[5]
+        ),
+        (0.0, 0.0, 0.0)
+    );
+    // After the pruning window only regeneration runs: budgets stay.
+    g.update(&step(19), &mut model.layers()).unwrap();
+    assert_eq!((model.m[0].count_ones(), model.m[1].count_ones()), (1, 4));
+    let _ = &mut g;
+}
+
+#[test]
+fn agc_correction_tau_and_c0() {
+    // Tiny linear model y = w·x with squared loss, one parameter vector of 2 weights.
+    // Batch (x = [1, 2], y = 1): g(w) = 2(w·x − y)·x.
+    let grad = |w: [f32; 2]| {
+        let e = w[0] + 2.0 * w[1] - 1.0;
+        [2.0 * e, 4.0 * e]
+    };
+    let (w, w_snap) = ([0.5f32, 0.5], [0.0f32, 0.25]);
+    let g = grad(w); // e = 0.5 -> [1, 2]
+    let gs = grad(w_snap); // e = -0.5 -> [-1, -2]
+    assert_eq!((g, gs), ([1.0, 2.0], [-1.0, -2.0]));
+    let mut agc = Agc::new(
+        AgcConfig {
+            gamma: 0.1,
+            alpha: 0.3,
+            tau0: 0.1,
+        },
+        vec![w_snap.to_vec()],
+    )
+    .unwrap();
+    // Pass A over 3 batches: losses with a known regression slope of 2 on the snapshot's.
+    let snap = [1.0, 2.0, 3.0];
+    let cur = [2.5, 4.5, 6.5];
+    assert!((tau_estimate(&cur, &snap) - 2.0).abs() < 1e-12);
+    agc.finish_pass_a(&cur, &snap, vec![vec![3.0, -6.0]], 3, vec![w_snap.to_vec()])
+        .unwrap();
+    // τ̂ = 0.7·0.1 + 0.3·2 = 0.67, c = 0.067, μ̃ = [1, -2].
+    assert!((agc.tau() - 0.67).abs() < 1e-12);
+    let mut d = g.to_vec();
+    agc.correct(0, &mut d, &gs).unwrap();
+    let c = 0.067f32;
+    assert!((d[0] - (1.0 + c * (1.0 - -1.0))).abs() < 1e-6);
+    assert!((d[1] - (2.0 + c * (-2.0 - -2.0))).abs() < 1e-6);
+    // Guards: constant snapshot losses -> τ = 1; fewer than two batches -> 1.
+    assert_eq!(tau_estimate(&[1.0, 2.0], &[3.0, 3.0]), 1.0);
+    assert_eq!(tau_estimate(&[1.0], &[3.0]), 1.0);
+    // c = 0 (γ = 0) leaves the gradient untouched.
+    let mut agc0 = Agc::new(
+        AgcConfig {
+            gamma: 0.0,
+            ..AgcConfig::default()
+        },
+        vec![vec![0.0, 0.0]],
+    )
+    .unwrap();
+    agc0.finish_pass_a(&cur, &snap, vec![vec![3.0, -6.0]], 3, vec![vec![0.0, 0.0]])
+        .unwrap();
+    let mut d = g.to_vec();
+    agc0.correct(0, &mut d, &gs).unwrap();
+    assert_eq!(d, g.to_vec());
+    // State round trip.
+    let s = agc.state();
+    let mut other = Agc::new(AgcConfig::default(), vec![vec![9.0, 9.0]]).unwrap();
+    other.load_state(&s).unwrap();
+    assert_eq!((other.tau(), other.mu(0)), (agc.tau(), agc.mu(0)));
+}
+
+#[test]
+fn preset_schedules_match_the_spec_formulas() {
+    let ctx = PresetContext {
+        sparsity: 0.9,
+        layers: vec![
+            LayerShape::new("conv1", &[16, 3, 3, 3]),
+            LayerShape::new("fc", &[10, 64]),
+        ],
+        total_steps: 1000,
+        steps_per_epoch: 100,
+        epochs: 10,
+        lr: 0.1,
+        seed: 0,
+        interval: None,
+        distribution: None,
+    };
+    // RigL: updates every 100 steps from 0 to 750; skip the optimizer on those steps.
+    let rigl = preset("rigl", &ctx).unwrap();
+    let on = |m: &dyn SparseMethod, t| m.is_update_step(&step(t));
+    assert!(
+        on(&*rigl.method, 0)
+            && on(&*rigl.method, 700)
+            && !on(&*rigl.method, 750 + 100)
+            && !on(&*rigl.method, 50)
+    );
+    assert!(
+        rigl.method.skip_optimizer_step(&step(100)) && !rigl.method.skip_optimizer_step(&step(101))
+    );
+    assert!(rigl.method.needs_dense_grad(&step(100)) && !rigl.method.needs_dense_grad(&step(101)));
+    // RigL-ITOP: every 1000 iterations, 1-based.
+    let itop = preset(
+        "rigl-itop",
+        &PresetContext {
+            total_steps: 5000,
+            ..ctx.clone()
+        },
+    )
+    .unwrap();
+    assert!(itop.method.is_update_step(&step(999)) && !itop.method.is_update_step(&step(1000)));
+    assert!(!itop.method.skip_optimizer_step(&step(999)));
+    // Unknown name: a clear error listing the known ones.
+    let err = preset("rigll", &ctx).err().unwrap().to_string();
+    assert!(err.contains("unknown method") && err.contains("rigl-itop"));
+    // FGGP density formula.
+    let f = Fggp::new(FggpConfig {
+        initial_density: 1.0,
+        final_density: 0.1,
+        select_ratio: 0.5,
+        interval: 10,
+        end_ratio: 0.8,
+        prune_first_layer: false,
+        mode: FggpMode::GradientFirst,
+    })
+    .unwrap();
+    assert!((f.density(400, 1000) - (0.1 + 0.9 * 0.5f64.powi(3))).abs() < 1e-12);
+    assert!((f.density(800, 1000) - 0.1).abs() < 1e-12);
+    // GMP target.
+    let g = Gmp::new(GmpConfig {
+        final_sparsity: vec![0.8],
+        initial_sparsity: 0.0,
+        start: 0,
+        end: 100,
+        interval: 10,
+        global: false,
+    })
+    .unwrap();
+    assert!((g.target(0.8, 50) - 0.8 * (1.0 - 0.125)).abs() < 1e-12);
+    assert!(
+        preset("gmp", &ctx).is_ok()
+            && preset("optg", &ctx).is_ok()
+            && preset("granet", &ctx).is_ok()
+    );
+}
+
+#[test]
+fn dst_state_round_trips() {
+    let mut model = Model::random(&[50, 30], 0.4, 2);
+    let mut a = DropGrow::new(dst(
+        GrowRule::Explore {
+            c: 0.01,
+            eps: 1e-8,
+            normalize: false,
+            per_iteration: true,
+        },
+        0.3,
+    ))
+    .unwrap();
+    for t in 0..3 {
+        a.update(&step(t), &mut model.layers()).unwrap();
+        a.on_step_end(&step(t), &mut model.layers()).unwrap();
+    }
+    let mut b = DropGrow::new(a.config().clone()).unwrap();
+    b.load_state(&a.state()).unwrap();
+    assert_eq!(b.state(), a.state());
+    assert!(b.coverage() > 0.4);
+}
