@@ -36,7 +36,7 @@ pub struct FggpConfig {
     pub interval: u64,
     /// Updates stop at `T_e = floor(end_ratio · T)` (0.8).
     pub end_ratio: f64,
-    /// Prune the first layer too (`--prune-conv1`, default false).
+    /// Prune the first layer too when it is a convolution (`--prune-conv1`, default false).
     pub prune_first_layer: bool,
     /// Candidate order.
     pub mode: FggpMode,
@@ -93,7 +93,10 @@ impl SparseMethod for Fggp {
     }
 
     fn update(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<UpdateReport> {
-        let skip = usize::from(!self.cfg.prune_first_layer && layers.len() > 1);
+        // `--prune-conv1` False: the stem convolution stays dense (an MLP has none).
+        let skip = usize::from(
+            !self.cfg.prune_first_layer && layers.len() > 1 && layers[0].weight.shape().len() == 4,
+        );
         let pruned_layers = &mut layers[skip..];
         let tau = t.step + 1;
         let ntot: usize = pruned_layers.iter().map(|l| l.mask.len()).sum();

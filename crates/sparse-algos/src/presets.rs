@@ -18,7 +18,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("rigl", "RigL paper: ERK, |w| drop, |G| grow, floor, f0 0.3 cosine to 0.75T, ΔT 100, skip step on update"),
     ("rigl-itop", "RigL-ITOP (GraNet/AGC baseline): ERK, ceil, f0 0.5 ITOP cosine to 0.005 over T, ΔT 1000, never stops, step taken"),
     ("dst-ee", "DST-EE: rigl-itop with grow score |G| + c·sqrt(ln t/(N+eps)), c 1e-4, eps 1e-8 [UNVERIFIED defaults]"),
-    ("gmp", "GMP (Zhu & Gupta): uniform per layer (first layer dense), cubic from 0.2T to 0.75T, ΔT 100, dense start"),
+    ("gmp", "GMP (Zhu & Gupta): uniform per layer (a stem conv stays dense), cubic from 0.2T to 0.75T, ΔT 100, dense start"),
     ("granet", "GraNet: dense start, global cubic magnitude pruning to 0.5T, regeneration 0.5 -> 0.005 ITOP cosine, ΔT 1000"),
     ("fggp", "FGGP: dense start, global gradient-first (r 0.5) then magnitude pruning, cubic to 0.8T, ΔT 2000, first layer dense"),
     ("fggp-annealing", "FGGP's annealing comparator: magnitude first, gradient next, rate 0.5 -> 0.005"),
@@ -80,9 +80,16 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
         ));
     }
     let t = ctx.total_steps;
-    let first_dense = Distribution::Uniform {
-        dense_layers: vec![ctx.layers[0].name.clone()],
-    };
+    // RigL's uniform setting keeps the stem convolution dense; an MLP's first layer holds
+    // most of its weights, so it stays sparse.
+    let stem: Vec<String> = ctx
+        .layers
+        .iter()
+        .take(1)
+        .filter(|l| l.shape.len() == 4)
+        .map(|l| l.name.clone())
+        .collect();
+    let first_dense = Distribution::Uniform { dense_layers: stem };
     let dist = |default: Distribution| ctx.distribution.clone().unwrap_or(default);
     let sparse_start = |d: Distribution| InitSpec {
         distribution: dist(d),

@@ -376,7 +376,7 @@ fn fggp_model() -> Model {
     // Layer 0 is the (excluded) stem. Layer 1: 8 active weights.
     // |g|:  0.1 0.2 0.3 0.4 | 0.5 0.6 0.7 0.8   (gradient-first candidates: indices 0..3)
     // |w|:  0.9 0.8 0.7 0.6 | 0.1 0.2 0.3 0.4   (magnitude-first would pick 4, 5)
-    Model::new(
+    let mut m = Model::new(
         vec![
             vec![1.0, 1.0],
             vec![0.9, -0.8, 0.7, 0.6, 0.1, 0.2, -0.3, 0.4],
@@ -386,7 +386,14 @@ fn fggp_model() -> Model {
             vec![0.0, 0.0],
             vec![0.1, -0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
         ],
-    )
+    );
+    // The stem is a (1x1x1x2) convolution, which FGGP leaves dense.
+    let s4 = [1, 1, 1, 2];
+    m.w[0] = m.w[0].clone().reshape(&s4).unwrap();
+    m.g[0] = m.g[0].clone().reshape(&s4).unwrap();
+    m.mom[0] = m.mom[0].clone().reshape(&s4).unwrap();
+    m.m[0] = m.m[0].reshape(&s4).unwrap();
+    m
 }
 
 #[test]

@@ -1,9 +1,14 @@
 //! # sparse-train
 //!
-//! Where a user meets the product (filled by the trainer issue): models (MLP, VGG, CIFAR
-//! ResNets), data loaders (CIFAR-10/100, MNIST, Fashion-MNIST and a built-in synthetic set),
-//! the trainer, atomic checkpoints and the `sparse-train` command-line tool.
-//!
-//! Depends on `sparse-algos` (and through it on the kernels and core crates).
+//! Where a user meets the toolkit: models ([`model`]), data ([`data`]), the trainer
+//! ([`trainer`]), checkpoints and export ([`checkpoint`]), run outputs ([`report`]) and the
+//! `sparse-train` command-line tool (`src/main.rs`).
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod report;
+pub mod trainer;
 
 pub use sparse_algos as algos;

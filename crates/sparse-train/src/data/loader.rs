@@ -1,0 +1,148 @@
+//! Mini-batches: seeded shuffling, normalisation, CIFAR augmentation (random crop with
+//! 4-pixel zero padding and horizontal flip), prepared on a background thread.
+//!
+//! Every random choice derives from `(seed, epoch, batch index)`, so a run resumed at any
+//! step sees exactly the batches of an uninterrupted run.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use rand_core::RngCore;
+use sparse_core::stream_rng;
+
+use super::{Data, Dataset};
+
+/// A prepared batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Normalised pixels `[B, C, H, W]`.
+    pub x: Vec<f32>,
+    /// Labels.
+    pub y: Vec<u32>,
+    /// Batch size.
+    pub n: usize,
+}
+
+/// Batch production for one split.
+#[derive(Clone)]
+pub struct Loader {
+    data: Arc<Dataset>,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    augment: bool,
+    batch: usize,
+    seed: u64,
+}
+
+impl Loader {
+    /// A training loader (shuffled, augmented when the data are CIFAR-style).
+    pub fn train(d: &Data, batch: usize, seed: u64) -> Loader {
+        Loader {
+            data: Arc::new(d.train.clone()),
+            mean: d.mean.clone(),
+            std: d.std.clone(),
+            augment: d.augment,
+            batch,
+            seed,
+        }
+    }
+
+    /// An evaluation loader over `split` (in order, no augmentation).
+    pub fn eval(d: &Data, split: &Dataset, batch: usize) -> Loader {
+        Loader {
+            data: Arc::new(split.clone()),
+            mean: d.mean.clone(),
+            std: d.std.clone(),
+            augment: false,
+            batch,
+            seed: 0,
+        }
+    }
+
+    /// Full batches per epoch for training (the last partial batch is dropped).
+    pub fn train_batches(&self) -> usize {
+        self.data.len() / self.batch
+    }
+
+    /// Batches to cover the split in evaluation (last one partial).
+    pub fn eval_batches(&self) -> usize {
+        self.data.len().div_ceil(self.batch)
+    }
+
+    /// The epoch's permutation (Fisher–Yates on the `(seed, epoch)` stream).
+    fn permutation(&self, epoch: u64) -> Vec<u32> {
+        let n = self.data.len();
+        let mut p: Vec<u32> = (0..n as u32).collect();
+        let mut rng = stream_rng(self.seed, 1_000_000 + epoch);
+        for i in (1..n).rev() {
+            let j = sparse_core::rng::uniform_below(&mut rng, (i + 1) as u64) as usize;
+            p.swap(i, j);
+        }
+        p
+    }
+
+    fn make(&self, idx: &[u32], epoch: u64, b: usize) -> Batch {
+        let d = &self.data;
+        let (c, h, w) = d.chw;
+        let mut x = vec![0f32; idx.len() * c * h * w];
+        let mut rng = stream_rng(self.seed ^ 0xA06, (epoch << 32) | b as u64);
+        for (k, &i) in idx.iter().enumerate() {
+            let img = &d.images[i as usize * c * h * w..][..c * h * w];
+            let out = &mut x[k * c * h * w..][..c * h * w];
+            let (oy, ox, flip) = if self.augment {
+                (
+                    (rng.next_u32() % 9) as isize - 4,
+                    (rng.next_u32() % 9) as isize - 4,
+                    rng.next_u32() & 1 == 1,
+                )
+            } else {
+                (0, 0, false)
+            };
+            for ch in 0..c {
+                let (m, s) = (self.mean[ch], self.std[ch]);
+                for yy in 0..h {
+                    for xx in 0..w {
+                        let sy = yy as isize + oy;
+                        let sx0 = if flip { w - 1 - xx } else { xx } as isize + ox;
+                        let v = if sy >= 0 && sy < h as isize && sx0 >= 0 && sx0 < w as isize {
+                            img[ch * h * w + sy as usize * w + sx0 as usize] as f32 / 255.0
+                        } else {
+                            0.0
+                        };
+                        out[ch * h * w + yy * w + xx] = (v - m) / s;
+                    }
+                }
+            }
+        }
+        Batch {
+            x,
+            y: idx.iter().map(|&i| d.labels[i as usize] as u32).collect(),
+            n: idx.len(),
+        }
+    }
+
+    /// Training batches `from..` of `epoch`, produced on a background thread.
+    pub fn epoch(&self, epoch: u64, from: usize) -> Receiver<Batch> {
+        let (tx, rx) = sync_channel(2);
+        let me = self.clone();
+        std::thread::spawn(move || {
+            let perm = me.permutation(epoch);
+            for b in from..me.train_batches() {
+                let batch = me.make(&perm[b * me.batch..(b + 1) * me.batch], epoch, b);
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Evaluation batch `b` (in order).
+    pub fn eval_batch(&self, b: usize) -> Batch {
+        let n = self.data.len();
+        let idx: Vec<u32> = (b * self.batch..((b + 1) * self.batch).min(n))
+            .map(|i| i as u32)
+            .collect();
+        self.make(&idx, 0, b)
+    }
+}

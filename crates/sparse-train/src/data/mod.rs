@@ -1,0 +1,210 @@
+//! Datasets: CIFAR-10/100 binary batches, MNIST / Fashion-MNIST IDX (plain or gzip), and a
+//! built-in procedural dataset; plus the batch loader with augmentation.
+//!
+//! Every file is validated (size, record count, magic numbers, label range) and a bad
+//! file is reported with its path and what is wrong.
+
+mod files;
+pub mod loader;
+pub mod synthetic;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+pub use files::read_maybe_gz;
+pub use loader::{Batch, Loader};
+
+/// Which dataset.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum DataKind {
+    /// Built-in procedural 10-class 32x32x3 images (no files needed).
+    Synthetic,
+    /// MNIST (IDX).
+    Mnist,
+    /// Fashion-MNIST (IDX).
+    FashionMnist,
+    /// CIFAR-10 binary batches.
+    Cifar10,
+    /// CIFAR-100 binary (train.bin / test.bin).
+    Cifar100,
+}
+
+/// An image-classification split held as raw bytes (`N x C x H x W`) plus labels.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Pixels, `u8`, NCHW.
+    pub images: Vec<u8>,
+    /// Labels.
+    pub labels: Vec<u8>,
+    /// Channels, height, width.
+    pub chw: (usize, usize, usize),
+    /// Number of classes.
+    pub classes: usize,
+}
+
+impl Dataset {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    /// Bytes per image.
+    pub fn image_len(&self) -> usize {
+        self.chw.0 * self.chw.1 * self.chw.2
+    }
+    /// The first `n` examples.
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.images.truncate(n * self.image_len());
+        self.labels.truncate(n);
+    }
+    /// Splits off the last `n` examples (validation split).
+    pub fn split_off(&mut self, n: usize) -> Dataset {
+        let keep = self.len() - n.min(self.len());
+        let images = self.images.split_off(keep * self.image_len());
+        let labels = self.labels.split_off(keep);
+        Dataset {
+            images,
+            labels,
+            chw: self.chw,
+            classes: self.classes,
+        }
+    }
+}
+
+/// Train and test splits plus normalisation statistics.
+#[derive(Debug, Clone)]
+pub struct Data {
+    /// Training split.
+    pub train: Dataset,
+    /// Test split.
+    pub test: Dataset,
+    /// Per-channel mean of `x/255`.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation of `x/255`.
+    pub std: Vec<f32>,
+    /// Whether crop + flip augmentation applies (CIFAR-style data).
+    pub augment: bool,
+}
+
+/// The environment variable that points tests and CI at the real datasets.
+pub const DATA_DIR_ENV: &str = "SPARSE_DATA_DIR";
+
+/// The directory holding `kind`'s files: `<dir>/<cifar10|cifar100|mnist|fashion-mnist>`
+/// when that exists, else `dir` itself.
+fn subdir(dir: &Path, kind: DataKind) -> PathBuf {
+    let name = match kind {
+        DataKind::Cifar10 => "cifar10",
+        DataKind::Cifar100 => "cifar100",
+        DataKind::Mnist => "mnist",
+        DataKind::FashionMnist => "fashion-mnist",
+        DataKind::Synthetic => "",
+    };
+    let sub = dir.join(name);
+    if sub.is_dir() {
+        sub
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Finds `name` or `name.gz` in `dir`.
+fn find(dir: &Path, name: &str) -> Result<PathBuf> {
+    for cand in [dir.join(name), dir.join(format!("{name}.gz"))] {
+        if cand.is_file() {
+            return Ok(cand);
+        }
+    }
+    bail!(
+        "{}: neither {name} nor {name}.gz exists (see the README for where to get the data)",
+        dir.display()
+    )
+}
+
+/// Loads a dataset (`data_dir` is required for every kind but `Synthetic`).
+pub fn load(kind: DataKind, data_dir: Option<&Path>, seed: u64) -> Result<Data> {
+    let (train, test, augment) = match kind {
+        DataKind::Synthetic => {
+            let (tr, te) = synthetic::generate(seed);
+            (tr, te, true)
+        }
+        _ => {
+            let dir = data_dir.with_context(|| {
+                format!("--data {kind:?} needs --data-dir DIR (or the {DATA_DIR_ENV} environment variable)")
+            })?;
+            let dir = subdir(dir, kind);
+            match kind {
+                DataKind::Cifar10 => {
+                    let mut train = files::cifar(&find(&dir, "data_batch_1.bin")?, 1, 10)?;
+                    for i in 2..=5 {
+                        let b = files::cifar(&find(&dir, &format!("data_batch_{i}.bin"))?, 1, 10)?;
+                        train.images.extend(b.images);
+                        train.labels.extend(b.labels);
+                    }
+                    (
+                        train,
+                        files::cifar(&find(&dir, "test_batch.bin")?, 1, 10)?,
+                        true,
+                    )
+                }
+                DataKind::Cifar100 => (
+                    files::cifar(&find(&dir, "train.bin")?, 2, 100)?,
+                    files::cifar(&find(&dir, "test.bin")?, 2, 100)?,
+                    true,
+                ),
+                _ => (
+                    files::idx_pair(
+                        &find(&dir, "train-images-idx3-ubyte")?,
+                        &find(&dir, "train-labels-idx1-ubyte")?,
+                    )?,
+                    files::idx_pair(
+                        &find(&dir, "t10k-images-idx3-ubyte")?,
+                        &find(&dir, "t10k-labels-idx1-ubyte")?,
+                    )?,
+                    false,
+                ),
+            }
+        }
+    };
+    let (mean, std) = channel_stats(&train);
+    Ok(Data {
+        train,
+        test,
+        mean,
+        std,
+        augment,
+    })
+}
+
+/// Per-channel mean and standard deviation of `x/255` over a split.
+pub fn channel_stats(d: &Dataset) -> (Vec<f32>, Vec<f32>) {
+    let (c, h, w) = d.chw;
+    let plane = h * w;
+    let mut mean = vec![0f64; c];
+    let mut sq = vec![0f64; c];
+    for img in d.images.chunks(c * plane) {
+        for ch in 0..c {
+            for &p in &img[ch * plane..(ch + 1) * plane] {
+                let v = p as f64 / 255.0;
+                mean[ch] += v;
+                sq[ch] += v * v;
+            }
+        }
+    }
+    let n = (d.len() * plane).max(1) as f64;
+    let m: Vec<f32> = mean.iter().map(|s| (s / n) as f32).collect();
+    let s: Vec<f32> = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, s)| ((q / n - (s / n).powi(2)).max(1e-12)).sqrt() as f32)
+        .collect();
+    (m, s)
+}

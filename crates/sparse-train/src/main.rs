@@ -1,0 +1,278 @@
+//! `sparse-train`: train, evaluate, export and list.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sparse_train::config::{LrSchedule, TrainConfig};
+use sparse_train::data::DataKind;
+use sparse_train::trainer::Trainer;
+
+#[derive(Parser)]
+#[command(
+    name = "sparse-train",
+    version,
+    about = "Train sparse neural networks from scratch (dynamic sparse training and gradual pruning)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a model (with no flags: a small convnet on built-in data, RigL at 90%).
+    Train(Box<TrainArgs>),
+    /// Evaluate a checkpoint on its test set.
+    Eval {
+        /// Checkpoint file (`last.safetensors` or `best.safetensors` of a run).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Dataset directory (overrides the one stored in the checkpoint).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Export a checkpoint: sparse weights as CSR tensors plus dense parameters.
+    Export {
+        /// Checkpoint file.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output `.safetensors` file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Dataset directory (overrides the one stored in the checkpoint).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// List models, methods and presets with their defaults.
+    List,
+}
+
+#[derive(Args, Default)]
+struct TrainArgs {
+    /// TOML configuration (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model (`sparse-train list`).
+    #[arg(long)]
+    model: Option<String>,
+    /// Channel width multiplier.
+    #[arg(long)]
+    width_mult: Option<f64>,
+    /// Dataset.
+    #[arg(long, value_enum)]
+    data: Option<DataKind>,
+    /// Dataset directory (default: $SPARSE_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Method: dense, set, set-orig, rigl, rigl-itop, dst-ee, gmp, granet, optg, fggp.
+    #[arg(long)]
+    method: Option<String>,
+    /// Wrap the method with AGC gradient correction.
+    #[arg(long)]
+    agc: bool,
+    /// Target global sparsity in [0, 1).
+    #[arg(long)]
+    sparsity: Option<f64>,
+    /// Layer distribution: uniform, er or erk (default: the method's).
+    #[arg(long)]
+    distribution: Option<String>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Total steps (overrides --epochs).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Label smoothing.
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// LR schedule.
+    #[arg(long, value_enum)]
+    lr_schedule: Option<LrSchedule>,
+    /// Linear warm-up epochs.
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Device: cpu, cuda or auto.
+    #[arg(long)]
+    device: Option<String>,
+    /// Rayon threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Output directory (config, metrics, summary, plots, checkpoints).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Resume the run in DIR (reads DIR/last.safetensors, keeps writing to DIR).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Use only the first N training examples.
+    #[arg(long)]
+    train_subset: Option<usize>,
+    /// Use only the first N test examples.
+    #[arg(long)]
+    eval_subset: Option<usize>,
+    /// Hold out the last N training examples for validation.
+    #[arg(long)]
+    val_split: Option<usize>,
+    /// Override the method's mask-update interval ΔT (short runs).
+    #[arg(long)]
+    update_interval: Option<u64>,
+}
+
+macro_rules! apply {
+    ($cfg:ident, $a:ident, $($f:ident),*) => { $( if let Some(v) = $a.$f.clone() { $cfg.$f = v.into(); } )* };
+}
+
+fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
+    let mut cfg = match &a.config {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => TrainConfig::default(),
+    };
+    apply!(
+        cfg,
+        a,
+        model,
+        width_mult,
+        data,
+        method,
+        sparsity,
+        epochs,
+        batch_size,
+        lr,
+        weight_decay,
+        label_smoothing,
+        lr_schedule,
+        warmup_epochs,
+        seed,
+        device,
+        val_split
+    );
+    if a.data_dir.is_some() {
+        cfg.data_dir = a.data_dir.clone();
+    }
+    for (dst, src) in [
+        (&mut cfg.steps, a.steps),
+        (&mut cfg.update_interval, a.update_interval),
+    ] {
+        if src.is_some() {
+            *dst = src;
+        }
+    }
+    for (dst, src) in [
+        (&mut cfg.threads, a.threads),
+        (&mut cfg.train_subset, a.train_subset),
+        (&mut cfg.eval_subset, a.eval_subset),
+    ] {
+        if src.is_some() {
+            *dst = src;
+        }
+    }
+    if a.distribution.is_some() {
+        cfg.distribution = a.distribution.clone();
+    }
+    if a.agc {
+        cfg.agc = true;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let (mut trainer, out) = if let Some(dir) = &a.resume {
+        let ck = dir.join("last.safetensors");
+        let cfg = sparse_train::checkpoint::Checkpoint::read(&ck)?.config()?;
+        Trainer::init_threads(a.threads.or(cfg.threads));
+        let t = sparse_train::checkpoint::load(&ck, a.data_dir.as_deref())?;
+        eprintln!(
+            "resuming {} at step {} (epoch {})",
+            dir.display(),
+            t.step,
+            t.epoch
+        );
+        (t, Some(dir.clone()))
+    } else {
+        let cfg = resolve(&a)?;
+        Trainer::init_threads(cfg.threads);
+        let t = Trainer::new(cfg)?;
+        if let Some(dir) = &a.out {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create output directory", dir.display()))?;
+            sparse_train::report::atomic_write(
+                &dir.join("config.toml"),
+                t.cfg.to_toml()?.as_bytes(),
+            )?;
+            let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
+        }
+        (t, a.out.clone())
+    };
+    eprintln!(
+        "{} on {:?} | {} | sparsity {} | {} steps ({} per epoch) | {} threads",
+        trainer.cfg.model,
+        trainer.cfg.data,
+        trainer.cfg.method,
+        trainer.cfg.sparsity,
+        trainer.total_steps(),
+        trainer.steps_per_epoch(),
+        rayon::current_num_threads()
+    );
+    let s = trainer.run(out.as_deref())?;
+    println!("{}", serde_json::to_string_pretty(&s)?);
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd.unwrap_or_else(|| Cmd::Train(Box::default())) {
+        Cmd::Train(a) => train(*a),
+        Cmd::Eval {
+            checkpoint,
+            data_dir,
+        } => (|| {
+            let mut t = sparse_train::checkpoint::load(&checkpoint, data_dir.as_deref())?;
+            let (loss, acc) = t.evaluate_test()?;
+            println!(
+                "{}",
+                serde_json::json!({ "test_loss": loss, "test_accuracy": acc, "step": t.step, "global_sparsity": 1.0 - t.global_density() })
+            );
+            Ok(())
+        })(),
+        Cmd::Export {
+            checkpoint,
+            out,
+            data_dir,
+        } => (|| {
+            let mut t = sparse_train::checkpoint::load(&checkpoint, data_dir.as_deref())?;
+            sparse_train::checkpoint::export(&mut t, &out)?;
+            eprintln!("exported {} to {}", checkpoint.display(), out.display());
+            Ok(())
+        })(),
+        Cmd::List => {
+            println!("models:");
+            for (n, d) in sparse_train::model::MODELS {
+                println!("  {n:<10} {d}");
+            }
+            println!("methods / presets:");
+            for (n, d) in sparse_train::algos::PRESETS {
+                println!("  {n:<15} {d}");
+            }
+            let c = TrainConfig::default();
+            println!("defaults: model {} x{}, data {:?}, method {} at {}, {} epochs, batch {}, lr {} ({:?}), wd {}, seed {}", c.model, c.width_mult, c.data, c.method, c.sparsity, c.epochs, c.batch_size, c.lr, c.lr_schedule, c.weight_decay, c.seed);
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
