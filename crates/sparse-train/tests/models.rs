@@ -1,0 +1,78 @@
+//! Every model in the zoo builds, runs forward and backward on a small batch, and exposes
+//! its conv/linear weights as sparsifiable.
+
+use sparse_kernels::ops::loss::softmax_cross_entropy;
+use sparse_kernels::{ExecPolicy, Tensor};
+use sparse_train::model::{build, ExecCtx, MODELS};
+
+#[test]
+fn every_model_runs_forward_and_backward() {
+    let ctx = ExecCtx {
+        train: true,
+        dense_grad: false,
+        keeps_dense_values: false,
+        force_dense: false,
+        freeze_running_stats: false,
+        policy: ExecPolicy::default(),
+    };
+    for (name, _) in MODELS {
+        let input = if *name == "mlp" {
+            [1, 28, 28]
+        } else {
+            [3, 32, 32]
+        };
+        let mut m = build(name, input, 10, 0.125, 1).unwrap();
+        let n: usize = input.iter().product();
+        let x = Tensor::cpu(
+            &[2, input[0], input[1], input[2]],
+            (0..2 * n).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect(),
+        )
+        .unwrap();
+        let logits = m.forward(x, &ctx).unwrap();
+        assert_eq!(logits.shape(), &[2, 10], "{name}");
+        let ce = softmax_cross_entropy(&logits, &[1, 7], 0.0).unwrap();
+        assert!(ce.loss.is_finite(), "{name}");
+        m.backward(ce.dlogits, &ctx).unwrap();
+        let sparsifiable = m.params().iter().filter(|p| p.sparsifiable).count();
+        assert!(
+            sparsifiable >= 3,
+            "{name}: {sparsifiable} sparsifiable layers"
+        );
+        assert!(
+            m.params()
+                .iter()
+                .all(|p| p.grad.as_slice().iter().all(|g| g.is_finite())),
+            "{name}"
+        );
+        assert!(
+            m.params()
+                .iter()
+                .any(|p| p.grad.as_slice().iter().any(|g| *g != 0.0)),
+            "{name}: no gradient"
+        );
+        let depth = m
+            .params()
+            .iter()
+            .filter(|p| p.sparsifiable && p.value.shape().len() == 4)
+            .count();
+        let expect = match *name {
+            "resnet20" => 19 + 2,
+            "resnet32" => 31 + 2,
+            "resnet56" => 55 + 2,
+            "resnet18" => 17 + 3,
+            "resnet34" => 33 + 3,
+            "resnet50" => 49 + 4,
+            "vgg11" => 8,
+            "vgg16" => 13,
+            "vgg19" => 16,
+            "convnet" => 3,
+            _ => 0,
+        };
+        assert_eq!(
+            depth, expect,
+            "{name}: conv count (including projection shortcuts)"
+        );
+    }
+    assert!(build("resnet99", [3, 32, 32], 10, 1.0, 0).is_err());
+    assert!(build("mlp", [1, 28, 28], 10, 0.0, 0).is_err());
+}
