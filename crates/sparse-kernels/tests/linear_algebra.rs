@@ -8,13 +8,16 @@ use sparse_kernels::sparse_core::{Csr, Mask};
 use sparse_kernels::{device_test, SparseWeight, Tensor};
 
 const SPARSITIES: [f64; 5] = [0.0, 0.5, 0.9, 0.99, 1.0];
-const SHAPES: [(usize, usize, usize); 6] = [
+const SHAPES: [(usize, usize, usize); 8] = [
     (1, 1, 1),
     (3, 17, 5),
     (17, 3, 1),
     (1, 64, 65),
     (33, 70, 130),
     (64, 9, 3),
+    // Long reductions exercise the K-blocked SpMM path.
+    (20, 600, 256),
+    (7, 1500, 100),
 ];
 
 device_test!(gemm_all_transposes_match_reference, |dev| {

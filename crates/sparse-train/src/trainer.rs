@@ -132,6 +132,24 @@ impl Trainer {
                 budget = Some(b);
             }
         }
+        if cfg.method != "dense" && cfg.method != "optg" {
+            let probe = |step| StepInfo {
+                step,
+                epoch: step / steps_per_epoch,
+                steps_per_epoch,
+                total_steps,
+            };
+            let updates = (0..total_steps)
+                .filter(|&s| p.method.is_update_step(&probe(s)))
+                .count();
+            if updates < 5 {
+                eprintln!(
+                    "warning: `{}` updates its masks only {updates} times in {total_steps} steps (its ΔT is sized for \
+                     ~100k-step runs); pass --update-interval to scale it to this run",
+                    cfg.method
+                );
+            }
+        }
         let agc = if cfg.agc {
             Some(Agc::new(
                 AgcConfig::default(),
