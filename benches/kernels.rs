@@ -71,7 +71,7 @@ fn spmm_vs_dense(c: &mut Criterion) {
     g.bench_function("dense_sgemm", |b| {
         b.iter(|| gemm(1.0, &w, false, &x, false, 0.0, &mut out).unwrap())
     });
-    for s in [80u32, 90, 95, 98, 99] {
+    for s in [70u32, 80, 90, 95, 98, 99] {
         let mk = mask(&[m, k], 1.0 - s as f64 / 100.0, s as u64);
         let sw = SparseWeight::new(&w, &mk).unwrap();
         g.bench_with_input(BenchmarkId::new("csr", s), &sw, |b, sw| {
@@ -98,7 +98,7 @@ fn conv_train_step(c: &mut Criterion) {
             black_box((y, gr))
         })
     });
-    for s in [90u32, 98] {
+    for s in [70u32, 90, 98] {
         let mk = mask(w.shape(), 1.0 - s as f64 / 100.0, s as u64);
         let wm = masked(&w, &mk);
         let sw = SparseWeight::new(&wm, &mk).unwrap();

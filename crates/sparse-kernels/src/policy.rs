@@ -24,7 +24,7 @@ impl Default for ExecPolicy {
     fn default() -> Self {
         ExecPolicy {
             conv_sparse_below: 0.3,
-            linear_sparse_below: 0.3,
+            linear_sparse_below: 0.2,
         }
     }
 }
