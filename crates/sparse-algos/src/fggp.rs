@@ -8,7 +8,7 @@ use sparse_core::{Order, Schedule};
 
 use crate::error::{AlgoError, Result};
 use crate::global::select_global;
-use crate::method::{zero_pruned, Layer, LayerReport, SparseMethod, StepInfo, UpdateReport};
+use crate::method::{prune_report, Layer, SparseMethod, StepInfo, UpdateReport};
 
 /// Candidate order.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,13 +140,7 @@ impl SparseMethod for Fggp {
         for (l, p) in pruned_layers.iter_mut().zip(pruned) {
             let before = l.mask.clone();
             *l.mask = l.mask.and_not(&p.reshape(l.mask.shape())?)?;
-            let dropped = zero_pruned(l, &before)?;
-            report.layers.push(LayerReport {
-                name: l.name.to_string(),
-                dropped,
-                grown: 0,
-                nnz: l.mask.count_ones(),
-            });
+            report.layers.push(prune_report(l, &before)?);
         }
         Ok(report)
     }

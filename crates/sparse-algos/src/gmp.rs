@@ -6,7 +6,7 @@ use sparse_core::{select, Candidates, Order, Parallelism, Schedule};
 
 use crate::error::{AlgoError, Result};
 use crate::global::select_global;
-use crate::method::{zero_pruned, Layer, LayerReport, SparseMethod, StepInfo, UpdateReport};
+use crate::method::{prune_report, Layer, SparseMethod, StepInfo, UpdateReport};
 
 /// GMP configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,13 +120,7 @@ impl SparseMethod for Gmp {
         }
         let mut report = UpdateReport::default();
         for (l, b) in layers.iter_mut().zip(&before) {
-            let dropped = zero_pruned(l, b)?;
-            report.layers.push(LayerReport {
-                name: l.name.to_string(),
-                dropped,
-                grown: 0,
-                nnz: l.mask.count_ones(),
-            });
+            report.layers.push(prune_report(l, b)?);
         }
         Ok(report)
     }

@@ -9,7 +9,7 @@ use sparse_kernels::ops::mask_update::update_layer;
 use crate::dst::Rounding;
 use crate::error::{AlgoError, Result};
 use crate::global::select_global;
-use crate::method::{zero_pruned, Layer, LayerReport, SparseMethod, StepInfo, UpdateReport};
+use crate::method::{prune_report, Layer, SparseMethod, StepInfo, UpdateReport};
 
 /// GraNet configuration (defaults from the GraNet CIFAR script).
 #[derive(Debug, Clone, PartialEq)]
@@ -105,13 +105,7 @@ impl SparseMethod for Granet {
         }
         let mut report = UpdateReport::default();
         for (l, b) in layers.iter_mut().zip(&before) {
-            let pruned = zero_pruned(l, b)?;
-            report.layers.push(LayerReport {
-                name: l.name.to_string(),
-                dropped: pruned,
-                grown: 0,
-                nnz: 0,
-            });
+            report.layers.push(prune_report(l, b)?);
         }
         // 2. Neuroregeneration per layer at constant budget.
         let f = self.cfg.regen_fraction.at(t.step);

@@ -176,17 +176,23 @@ impl SparseMethod for Dense {
     }
 }
 
-/// Zeroes weight and momentum at positions active in `before` and inactive in `after`.
-pub(crate) fn zero_pruned(layer: &mut Layer, before: &Mask) -> Result<usize> {
+/// Zeroes weight and momentum at positions active in `before` and inactive now, and
+/// reports the layer (pruned count, no growth).
+pub(crate) fn prune_report(layer: &mut Layer, before: &Mask) -> Result<LayerReport> {
     let pruned = before.and_not(layer.mask)?;
     let (w, m) = (layer.weight.as_mut_slice(), layer.momentum.as_mut_slice());
-    let mut n = 0;
+    let mut dropped = 0;
     for i in pruned.iter_ones() {
         w[i] = 0.0;
         m[i] = 0.0;
-        n += 1;
+        dropped += 1;
     }
-    Ok(n)
+    Ok(LayerReport {
+        name: layer.name.to_string(),
+        dropped,
+        grown: 0,
+        nnz: layer.mask.count_ones(),
+    })
 }
 
 /// Checks a state vector length.

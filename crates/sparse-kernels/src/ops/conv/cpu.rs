@@ -121,11 +121,7 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &WeightRef) -> Vec<f32> {
             }
         }
     };
-    if par {
-        y.par_chunks_mut(gs * o * p).enumerate().for_each(body);
-    } else {
-        y.chunks_mut(gs * o * p).enumerate().for_each(body);
-    }
+    sp::for_each_chunk(&mut y, gs * o * p, par, body);
     y
 }
 

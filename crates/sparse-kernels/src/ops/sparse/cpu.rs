@@ -11,6 +11,21 @@ const PANEL: usize = 32;
 /// Rows per parallel task in SpMM and SDDMM.
 const ROW_BLOCK: usize = 16;
 
+/// Runs `body((index, chunk))` over `size`-element chunks of `out`, on the rayon pool when
+/// `parallel`.
+pub(crate) fn for_each_chunk<T: Send>(
+    out: &mut [T],
+    size: usize,
+    parallel: bool,
+    body: impl Fn((usize, &mut [T])) + Sync + Send,
+) {
+    if parallel {
+        out.par_chunks_mut(size).enumerate().for_each(body);
+    } else {
+        out.chunks_mut(size).enumerate().for_each(body);
+    }
+}
+
 /// `out (m x n) = (W ⊙ M) · X`, masking `PANEL` rows at a time into a scratch panel.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn masked_mm(
@@ -34,11 +49,7 @@ pub(crate) fn masked_mm(
     if n == 0 {
         return;
     }
-    if parallel {
-        out.par_chunks_mut(PANEL * n).enumerate().for_each(body);
-    } else {
-        out.chunks_mut(PANEL * n).enumerate().for_each(body);
-    }
+    for_each_chunk(out, PANEL * n, parallel, body);
 }
 
 /// `out (k x n) = (W ⊙ M)ᵀ · Y`, masking and transposing `PANEL` columns of `W` at a time.
@@ -71,11 +82,7 @@ pub(crate) fn masked_mm_t(
     if n == 0 {
         return;
     }
-    if parallel {
-        out.par_chunks_mut(PANEL * n).enumerate().for_each(body);
-    } else {
-        out.chunks_mut(PANEL * n).enumerate().for_each(body);
-    }
+    for_each_chunk(out, PANEL * n, parallel, body);
 }
 
 /// `out (rows x n) = alpha · A · X + beta · out`.
