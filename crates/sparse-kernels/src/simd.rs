@@ -276,10 +276,44 @@ fn hsum8(v: &[f32; 8]) -> f32 {
     ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
 }
 
+/// Plane dot products of `G` entries at once: each load of `dy` feeds `G` independent
+/// 8-lane accumulator chains.
+#[inline(always)]
+fn plane_dots_group<const F: bool, const G: usize>(
+    offs: &[u32],
+    img: &[f32],
+    row_stride: usize,
+    dy: &[f32],
+    oh: usize,
+    ow: usize,
+) -> [f32; G] {
+    let (n8, full) = (ow / 8, ow / 8 * 8);
+    let o: [usize; G] = std::array::from_fn(|k| offs[k] as usize);
+    let mut v = [[0f32; 8]; G];
+    for i in 0..oh {
+        let base = i * row_stride;
+        for q in 0..n8 {
+            let d = &dy[i * ow + q * 8..];
+            let j = base + q * 8;
+            for k in 0..G {
+                fma8::<F>(&mut v[k], d, &img[o[k] + j..]);
+            }
+        }
+    }
+    std::array::from_fn(|k| {
+        let mut tail = 0f32;
+        for i in 0..oh {
+            for j in full..ow {
+                tail = madd::<F>(dy[i * ow + j], img[o[k] + i * row_stride + j], tail);
+            }
+        }
+        hsum8(&v[k]) + tail
+    })
+}
+
 /// `acc[e] += Σ_{i,j} dy[i·ow + j] · img[offs[e] + i·row_stride + j]`: the weight gradient
 /// of a direct sparse convolution at its active entries, for one (image, output channel).
-/// Entries go four at a time, sharing each load of `dy` and giving four independent
-/// accumulator chains.
+/// Entries go eight (then four) at a time, sharing each load of `dy`.
 #[inline(always)]
 fn plane_dots_generic<const F: bool>(
     offs: &[u32],
@@ -291,37 +325,22 @@ fn plane_dots_generic<const F: bool>(
     acc: &mut [f32],
 ) {
     let n8 = ow / 8;
-    let full = n8 * 8;
     let mut e = 0;
     if n8 > 0 {
+        while e + 8 <= offs.len() {
+            let sums = plane_dots_group::<F, 8>(&offs[e..e + 8], img, row_stride, dy, oh, ow);
+            acc[e..e + 8]
+                .iter_mut()
+                .zip(sums)
+                .for_each(|(a, s)| *a += s);
+            e += 8;
+        }
         while e + 4 <= offs.len() {
-            let o = [
-                offs[e] as usize,
-                offs[e + 1] as usize,
-                offs[e + 2] as usize,
-                offs[e + 3] as usize,
-            ];
-            let mut v = [[0f32; 8]; 4];
-            for i in 0..oh {
-                let base = i * row_stride;
-                for q in 0..n8 {
-                    let d = &dy[i * ow + q * 8..];
-                    let j = base + q * 8;
-                    fma8::<F>(&mut v[0], d, &img[o[0] + j..]);
-                    fma8::<F>(&mut v[1], d, &img[o[1] + j..]);
-                    fma8::<F>(&mut v[2], d, &img[o[2] + j..]);
-                    fma8::<F>(&mut v[3], d, &img[o[3] + j..]);
-                }
-            }
-            for k in 0..4 {
-                let mut tail = 0f32;
-                for i in 0..oh {
-                    for j in full..ow {
-                        tail = madd::<F>(dy[i * ow + j], img[o[k] + i * row_stride + j], tail);
-                    }
-                }
-                acc[e + k] += hsum8(&v[k]) + tail;
-            }
+            let sums = plane_dots_group::<F, 4>(&offs[e..e + 4], img, row_stride, dy, oh, ow);
+            acc[e..e + 4]
+                .iter_mut()
+                .zip(sums)
+                .for_each(|(a, s)| *a += s);
             e += 4;
         }
     }
