@@ -121,6 +121,33 @@ fn conv_train_step(c: &mut Criterion) {
     g.finish();
 }
 
+/// Dense conv fwd + bwd (input and weight gradients) on the three ResNet-20 stage shapes at
+/// batch 128, reported in GFLOP/s of useful work (3 x 2·B·O·P·C·k²) to compare with the peak.
+fn conv_resnet20_stages(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv3x3_resnet20_b128_dense_fwd_bwd");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for (ch, hw) in [(16usize, 32usize), (32, 16), (64, 8)] {
+        let x = tensor(&[128, ch, hw, hw], 11);
+        let w = tensor(&[ch, ch, 3, 3], 12);
+        let dy = tensor(&[128, ch, hw, hw], 13);
+        let p = Conv2dParams::new(1, 1);
+        g.throughput(Throughput::Elements(
+            (3 * 2 * 128 * ch * hw * hw * ch * 9) as u64,
+        ));
+        g.bench_function(BenchmarkId::new("channels", ch), |b| {
+            b.iter(|| {
+                let y = conv2d_forward(&x, WeightRef::Dense(&w), p).unwrap();
+                let gr = conv2d_backward(&dy, &x, WeightRef::Dense(&w), p, true, WeightGrad::Dense)
+                    .unwrap();
+                black_box((y, gr))
+            })
+        });
+    }
+    g.finish();
+}
+
 fn mask_update(c: &mut Criterion) {
     // ResNet-50-sized: 25M weights, 90% sparse, drop fraction 0.3.
     let n = 25_000_000;
@@ -146,6 +173,7 @@ criterion_group!(
     sgemm,
     spmm_vs_dense,
     conv_train_step,
+    conv_resnet20_stages,
     mask_update
 );
 criterion_main!(benches);

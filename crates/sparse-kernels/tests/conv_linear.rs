@@ -9,7 +9,7 @@ use sparse_kernels::{SparseWeight, Tensor, WeightGrad, WeightRef};
 
 /// (batch, in, h, w, out, k, stride, pad)
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
-const CONVS: [ConvCase; 12] = [
+const CONVS: [ConvCase; 16] = [
     // Widths 32/16/8/4 and odd heights exercise the direct sparse kernels' fixed paths.
     (1, 2, 32, 32, 2, 3, 1, 1),
     (2, 3, 5, 16, 4, 3, 1, 1),
@@ -23,6 +23,12 @@ const CONVS: [ConvCase; 12] = [
     (2, 6, 6, 6, 3, 1, 1, 0),
     (2, 5, 8, 8, 7, 1, 2, 0),
     (1, 2, 4, 3, 3, 3, 1, 0),
+    // Padding wider than the kernel reach and stride 3: whole output rows/columns of padding.
+    (2, 2, 3, 3, 2, 3, 2, 2),
+    (1, 2, 5, 4, 2, 3, 3, 2),
+    // C >= 16, O < 32, stride 1: the dense input gradient runs as a flipped forward conv.
+    (2, 16, 5, 6, 3, 3, 1, 1),
+    (1, 17, 4, 3, 2, 1, 1, 0),
 ];
 
 #[test]

@@ -1,5 +1,7 @@
 //! CPU convolution: grouped im2col + GEMM / SpMM, col2im, SDDMM weight gradient.
 
+use std::cell::Cell;
+
 use rayon::prelude::*;
 
 use super::ConvGeom;
@@ -7,20 +9,54 @@ use crate::ops::gemm::cpu::sgemm;
 use crate::ops::sparse::{cpu as sp, WeightGrad, WeightRef};
 
 /// Target number of unfolded columns per image group (bounds scratch memory per task).
-const GROUP_COLS: usize = 2048;
+const GROUP_COLS: usize = 1024;
+
+thread_local! {
+    /// Per-thread unfolding buffer, reused across calls (large allocations would otherwise
+    /// be fresh zeroed pages every group).
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on a per-thread scratch slice of `len` elements with unspecified contents
+/// (callers overwrite every element before reading it). Re-entrant: a nested call on the
+/// same thread (rayon work stealing) gets its own buffer.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.with(Cell::take);
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.with(|s| {
+        let other = s.take();
+        s.set(if other.len() > buf.len() { other } else { buf });
+    });
+    r
+}
 
 /// Images per group.
 fn group_size(g: &ConvGeom) -> usize {
     GROUP_COLS.div_ceil(g.p().max(1)).clamp(1, g.b.max(1))
 }
 
-/// Unfolds images `b0..b0+gb` into `col` (`CKK x gb·P`).
+/// The output columns `lo..hi` whose input column `ow·stride + k - pad` lies inside the row
+/// (the rest read padding).
+fn valid_cols(g: &ConvGeom, k: usize) -> (usize, usize) {
+    let s = g.stride;
+    // ow·s + k >= pad  <=>  ow >= ceil((pad - k) / s)
+    let lo = g.pad.saturating_sub(k).div_ceil(s).min(g.ow);
+    // ow·s + k < w + pad  <=>  ow < ceil((w + pad - k) / s)
+    let hi = (g.w + g.pad).saturating_sub(k).div_ceil(s).clamp(lo, g.ow);
+    (lo, hi)
+}
+
+/// Unfolds images `b0..b0+gb` into `col` (`CKK x gb·P`); every element is written.
 fn im2col(g: &ConvGeom, x: &[f32], b0: usize, gb: usize, col: &mut [f32]) {
     let (p, n) = (g.p(), gb * g.p());
     for (row, out) in col.chunks_mut(n).enumerate() {
         let c = row / (g.kh * g.kw);
         let ki = (row / g.kw) % g.kh;
         let kj = row % g.kw;
+        let (lo, hi) = valid_cols(g, kj);
         for bi in 0..gb {
             let img = &x[((b0 + bi) * g.c + c) * g.h * g.w..][..g.h * g.w];
             let o = &mut out[bi * p..(bi + 1) * p];
@@ -28,28 +64,22 @@ fn im2col(g: &ConvGeom, x: &[f32], b0: usize, gb: usize, col: &mut [f32]) {
                 let ih = (oh * g.stride + ki) as isize - g.pad as isize;
                 let orow = &mut o[oh * g.ow..(oh + 1) * g.ow];
                 if ih < 0 || ih >= g.h as isize {
-                    orow.iter_mut().for_each(|v| *v = 0.0);
+                    orow.fill(0.0);
                     continue;
                 }
                 let irow = &img[ih as usize * g.w..(ih as usize + 1) * g.w];
+                orow[..lo].fill(0.0);
+                orow[hi..].fill(0.0);
+                // Input column of output column `lo`.
+                let i0 = lo * g.stride + kj - g.pad;
                 if g.stride == 1 {
-                    // Contiguous run with zero borders.
-                    for (ow, v) in orow.iter_mut().enumerate() {
-                        let iw = (ow + kj) as isize - g.pad as isize;
-                        *v = if iw >= 0 && (iw as usize) < g.w {
-                            irow[iw as usize]
-                        } else {
-                            0.0
-                        };
-                    }
+                    orow[lo..hi].copy_from_slice(&irow[i0..i0 + hi - lo]);
                 } else {
-                    for (ow, v) in orow.iter_mut().enumerate() {
-                        let iw = (ow * g.stride + kj) as isize - g.pad as isize;
-                        *v = if iw >= 0 && (iw as usize) < g.w {
-                            irow[iw as usize]
-                        } else {
-                            0.0
-                        };
+                    for (v, &s) in orow[lo..hi]
+                        .iter_mut()
+                        .zip(irow[i0..].iter().step_by(g.stride))
+                    {
+                        *v = s;
                     }
                 }
             }
@@ -68,16 +98,25 @@ fn col2im(g: &ConvGeom, dcol: &[f32], gb: usize, dx: &mut [f32]) {
                 for kj in 0..g.kw {
                     let row = (c * g.kh + ki) * g.kw + kj;
                     let src = &dcol[row * n + bi * p..][..p];
+                    let (lo, hi) = valid_cols(g, kj);
+                    if lo == hi {
+                        continue;
+                    }
+                    let i0 = lo * g.stride + kj - g.pad;
                     for oh in 0..g.oh {
                         let ih = (oh * g.stride + ki) as isize - g.pad as isize;
                         if ih < 0 || ih >= g.h as isize {
                             continue;
                         }
                         let irow = &mut img[ih as usize * g.w..][..g.w];
-                        for ow in 0..g.ow {
-                            let iw = (ow * g.stride + kj) as isize - g.pad as isize;
-                            if iw >= 0 && (iw as usize) < g.w {
-                                irow[iw as usize] += src[oh * g.ow + ow];
+                        let srow = &src[oh * g.ow + lo..oh * g.ow + hi];
+                        if g.stride == 1 {
+                            for (d, &s) in irow[i0..i0 + hi - lo].iter_mut().zip(srow) {
+                                *d += s;
+                            }
+                        } else {
+                            for (d, &s) in irow[i0..].iter_mut().step_by(g.stride).zip(srow) {
+                                *d += s;
                             }
                         }
                     }
@@ -102,6 +141,14 @@ fn parallel_groups(n_groups: usize) -> bool {
 }
 
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &WeightRef) -> Vec<f32> {
+    forward_with(g, x, &|col, n, out, par| w.mul(col, n, out, par))
+}
+
+/// `mul(col, n, out, parallel)`: `out (O x n) = W · col (CKK x n)`.
+type MulFn<'a> = dyn Fn(&[f32], usize, &mut [f32], bool) + Sync + 'a;
+
+/// Forward through `mul(col, n, out, parallel)`: `out (O x n) = W · col (CKK x n)`.
+fn forward_with(g: &ConvGeom, x: &[f32], mul: &MulFn) -> Vec<f32> {
     let (p, o, ckk) = (g.p(), g.o, g.ckk());
     let mut y = vec![0f32; g.b * o * p];
     let grs = groups(g);
@@ -110,19 +157,98 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &WeightRef) -> Vec<f32> {
     let body = |(gi, yg): (usize, &mut [f32])| {
         let (b0, gb) = grs[gi];
         let n = gb * p;
-        let mut col = vec![0f32; ckk * n];
-        im2col(g, x, b0, gb, &mut col);
-        let mut ymat = vec![0f32; o * n];
-        w.mul(&col, n, &mut ymat, !par);
-        // [O, gb·P] -> [gb, O, P]
-        for bi in 0..gb {
-            for oc in 0..o {
-                yg[(bi * o + oc) * p..][..p].copy_from_slice(&ymat[oc * n + bi * p..][..p]);
+        with_scratch((ckk + o) * n, |buf| {
+            let (col, ymat) = buf.split_at_mut(ckk * n);
+            im2col(g, x, b0, gb, col);
+            mul(col, n, ymat, !par);
+            // [O, gb·P] -> [gb, O, P]
+            for bi in 0..gb {
+                for oc in 0..o {
+                    yg[(bi * o + oc) * p..][..p].copy_from_slice(&ymat[oc * n + bi * p..][..p]);
+                }
             }
-        }
+        })
     };
     sp::for_each_chunk(&mut y, gs * o * p, par, body);
     y
+}
+
+/// Whether the input gradient of a stride-1 convolution can run as a forward convolution
+/// of `dY` with the flipped, transposed kernel (`pad' = k - 1 - pad`), which unfolds `dY`
+/// instead of folding a `CKK x N` matrix back (col2im). It pays when the `dcol = Wᵀ·dY`
+/// product has a short inner dimension (`O < 32`: writing `dcol` dominates; ResNet-20's first
+/// stage runs 1.6x faster) and the flipped product is not tiny (`C >= 16`); otherwise the
+/// shared unfolding of the GEMM + col2im path wins (measured at ResNet-20's stage shapes:
+/// `cargo xtask bench conv3x3_resnet20`).
+fn flipped_dx_applies(g: &ConvGeom, w: &WeightRef) -> bool {
+    g.stride == 1
+        && g.kh == g.kw
+        && g.pad < g.kh
+        && g.o < 32
+        && g.c >= 16
+        && !matches!(w, WeightRef::Sparse(_))
+}
+
+/// `dx` of a stride-1 convolution as `conv(dY, flip(W)ᵀ)` (see [`flipped_dx_applies`]).
+fn backward_input_flipped(g: &ConvGeom, dy: &[f32], w: &WeightRef) -> Vec<f32> {
+    let (o, c, kh, kw) = (g.o, g.c, g.kh, g.kw);
+    let src = match w {
+        WeightRef::Dense(t) => t.as_slice(),
+        WeightRef::Masked(t, _) => t.as_slice(),
+        WeightRef::Sparse(_) => unreachable!("sparse weights use the direct kernels"),
+    };
+    let mask = match w {
+        WeightRef::Masked(_, m) => Some(*m),
+        _ => None,
+    };
+    // wf[ci, oc, kh-1-i, kw-1-j] = W[oc, ci, i, j] (· mask)
+    let mut wf = vec![0f32; o * c * kh * kw];
+    for oc in 0..o {
+        for ci in 0..c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let f = ((oc * c + ci) * kh + i) * kw + j;
+                    if mask.is_none_or(|m| m.get(f)) {
+                        wf[((ci * o + oc) * kh + kh - 1 - i) * kw + kw - 1 - j] = src[f];
+                    }
+                }
+            }
+        }
+    }
+    let gt = ConvGeom {
+        b: g.b,
+        c: o,
+        h: g.oh,
+        w: g.ow,
+        o: c,
+        kh,
+        kw,
+        stride: 1,
+        pad: kh - 1 - g.pad,
+        oh: g.h,
+        ow: g.w,
+    };
+    let wt = DenseView {
+        data: &wf,
+        o: c,
+        ckk: o * kh * kw,
+    };
+    forward_with(&gt, dy, &|col, n, out, par| wt.mul(col, n, out, par))
+}
+
+/// A row-major `O x CKK` dense weight without a tensor around it.
+struct DenseView<'a> {
+    data: &'a [f32],
+    o: usize,
+    ckk: usize,
+}
+
+impl DenseView<'_> {
+    fn mul(&self, col: &[f32], n: usize, out: &mut [f32], parallel: bool) {
+        sgemm(
+            self.o, n, self.ckk, 1.0, self.data, false, col, false, 0.0, out, parallel,
+        );
+    }
 }
 
 pub(crate) fn backward(
@@ -133,6 +259,10 @@ pub(crate) fn backward(
     need_dx: bool,
     wgrad: WeightGrad,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
+    if need_dx && flipped_dx_applies(g, w) {
+        let dx = backward_input_flipped(g, dy, w);
+        return (Some(dx), backward(g, dy, x, w, false, wgrad).1);
+    }
     let (p, o, ckk) = (g.p(), g.o, g.ckk());
     let grs = groups(g);
     let par = parallel_groups(grs.len());
@@ -143,28 +273,30 @@ pub(crate) fn backward(
     let group_work = |gi: usize, dxg: Option<&mut [f32]>| -> Vec<f32> {
         let (b0, gb) = grs[gi];
         let n = gb * p;
-        let mut col = vec![0f32; ckk * n];
-        im2col(g, x, b0, gb, &mut col);
-        // [gb, O, P] -> [O, gb·P]
-        let mut dymat = vec![0f32; o * n];
-        for bi in 0..gb {
-            for oc in 0..o {
-                dymat[oc * n + bi * p..][..p].copy_from_slice(&dy[((b0 + bi) * o + oc) * p..][..p]);
+        with_scratch((ckk + o) * n, |buf| {
+            let (col, dymat) = buf.split_at_mut(ckk * n);
+            im2col(g, x, b0, gb, col);
+            // [gb, O, P] -> [O, gb·P]
+            for bi in 0..gb {
+                for oc in 0..o {
+                    dymat[oc * n + bi * p..][..p]
+                        .copy_from_slice(&dy[((b0 + bi) * o + oc) * p..][..p]);
+                }
             }
-        }
-        let mut dw = vec![0f32; o * ckk];
-        match wgrad {
-            WeightGrad::Dense => sgemm(
-                o, ckk, n, 1.0, &dymat, false, &col, true, 0.0, &mut dw, !par,
-            ),
-            WeightGrad::AtMask(m) => sp::sddmm_mask(m, o, ckk, &dymat, &col, n, &mut dw, !par),
-        }
-        if let Some(dxg) = dxg {
-            // Reuse the unfolding buffer for dcol = Wᵀ·dY.
-            w.mul_t(&dymat, n, &mut col, !par);
-            col2im(g, &col, gb, dxg);
-        }
-        dw
+            let mut dw = vec![0f32; o * ckk];
+            match wgrad {
+                WeightGrad::Dense => {
+                    sgemm(o, ckk, n, 1.0, dymat, false, col, true, 0.0, &mut dw, !par)
+                }
+                WeightGrad::AtMask(m) => sp::sddmm_mask(m, o, ckk, dymat, col, n, &mut dw, !par),
+            }
+            if let Some(dxg) = dxg {
+                // Reuse the unfolding buffer for dcol = Wᵀ·dY.
+                w.mul_t(dymat, n, col, !par);
+                col2im(g, col, gb, dxg);
+            }
+            dw
+        })
     };
 
     let partials: Vec<Vec<f32>> = match (&mut dx, par) {
