@@ -125,9 +125,16 @@ fn spmm_tile<const F: bool, const W: usize>(
     }
 }
 
+/// Bytes of `X` one pass may stream per column panel before it is split along `K`: about
+/// half of a typical L2, so the panel's rows stay cached while every row of the block
+/// reads them.
+const X_BLOCK_BYTES: usize = 512 * 1024;
+
 /// Rows `r0..` of `out = alpha · A·X + beta · out` for CSR `A` and row-major `X` with `n`
-/// columns; `out` holds whole rows. Column tiles are the outer loop so one `X` tile
-/// (`cols x 64`) is reused by every row of the block while it sits in cache.
+/// columns; `out` holds whole rows. Loop order: column panels of `X`, then blocks of `X`
+/// rows (`K`) sized so a panel block stays in L2, then the rows of `A`, whose entries in the
+/// `K` block are found by a per-row cursor (columns are sorted). Each output tile is
+/// written once per `K` block; the summation order is fixed, so results are deterministic.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn spmm_rows_generic<const F: bool>(
@@ -142,22 +149,38 @@ fn spmm_rows_generic<const F: bool>(
     out: &mut [f32],
 ) {
     let rows = out.len() / n;
-    // Column panels: a row's whole X rows when they are short (contiguous, prefetch
-    // friendly), else one tile at a time so the X tile stays cached across rows.
+    let k = x.len() / n;
+    // Short X rows are read whole (contiguous, prefetch friendly); long ones a tile at a time.
     let panel = if n <= 4 * TILE { n } else { TILE };
+    let kb = (X_BLOCK_BYTES / (4 * panel)).max(1);
+    let mut cursor = vec![0usize; rows];
     let mut p0 = 0;
     while p0 < n {
         let p1 = (p0 + panel).min(n);
-        for lr in 0..rows {
-            let r = r0 + lr;
-            let (s, e) = (row_ptr[r] as usize, row_ptr[r + 1] as usize);
-            let mut j0 = p0;
-            while j0 < p1 {
-                let w = (p1 - j0).min(TILE);
-                let o = &mut out[lr * n + j0..lr * n + j0 + w];
-                spmm_tile::<F, TILE>(&col_idx[s..e], &vals[s..e], x, n, j0, w, alpha, beta, o);
-                j0 += w;
+        for (lr, c) in cursor.iter_mut().enumerate() {
+            *c = row_ptr[r0 + lr] as usize;
+        }
+        let mut k0 = 0;
+        while k0 < k.max(1) {
+            let k1 = (k0 + kb).min(k);
+            // The first K block applies beta; later ones accumulate.
+            let b = if k0 == 0 { beta } else { 1.0 };
+            for (lr, c) in cursor.iter_mut().enumerate() {
+                let (s, end) = (*c, row_ptr[r0 + lr + 1] as usize);
+                let e = s + col_idx[s..end].partition_point(|&ci| (ci as usize) < k1);
+                *c = e;
+                if e == s && k0 > 0 {
+                    continue;
+                }
+                let mut j0 = p0;
+                while j0 < p1 {
+                    let w = (p1 - j0).min(TILE);
+                    let o = &mut out[lr * n + j0..lr * n + j0 + w];
+                    spmm_tile::<F, TILE>(&col_idx[s..e], &vals[s..e], x, n, j0, w, alpha, b, o);
+                    j0 += w;
+                }
             }
+            k0 = k1;
         }
         p0 = p1;
     }
