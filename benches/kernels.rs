@@ -98,7 +98,7 @@ fn conv_train_step(c: &mut Criterion) {
             black_box((y, gr))
         })
     });
-    for s in [70u32, 90, 98] {
+    for s in [70u32, 80, 90, 98] {
         let mk = mask(w.shape(), 1.0 - s as f64 / 100.0, s as u64);
         let wm = masked(&w, &mk);
         let sw = SparseWeight::new(&wm, &mk).unwrap();

@@ -23,7 +23,7 @@ pub struct ExecPolicy {
 impl Default for ExecPolicy {
     fn default() -> Self {
         ExecPolicy {
-            conv_sparse_below: 0.3,
+            conv_sparse_below: 0.25,
             linear_sparse_below: 0.2,
         }
     }
