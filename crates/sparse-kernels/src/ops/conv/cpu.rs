@@ -192,14 +192,10 @@ fn flipped_dx_applies(g: &ConvGeom, w: &WeightRef) -> bool {
 /// `dx` of a stride-1 convolution as `conv(dY, flip(W)ᵀ)` (see [`flipped_dx_applies`]).
 fn backward_input_flipped(g: &ConvGeom, dy: &[f32], w: &WeightRef) -> Vec<f32> {
     let (o, c, kh, kw) = (g.o, g.c, g.kh, g.kw);
-    let src = match w {
-        WeightRef::Dense(t) => t.as_slice(),
-        WeightRef::Masked(t, _) => t.as_slice(),
+    let (src, mask) = match w {
+        WeightRef::Dense(t) => (t.as_slice(), None),
+        WeightRef::Masked(t, m) => (t.as_slice(), Some(*m)),
         WeightRef::Sparse(_) => unreachable!("sparse weights use the direct kernels"),
-    };
-    let mask = match w {
-        WeightRef::Masked(_, m) => Some(*m),
-        _ => None,
     };
     // wf[ci, oc, kh-1-i, kw-1-j] = W[oc, ci, i, j] (· mask)
     let mut wf = vec![0f32; o * c * kh * kw];
@@ -228,27 +224,22 @@ fn backward_input_flipped(g: &ConvGeom, dy: &[f32], w: &WeightRef) -> Vec<f32> {
         oh: g.h,
         ow: g.w,
     };
-    let wt = DenseView {
-        data: &wf,
-        o: c,
-        ckk: o * kh * kw,
-    };
-    forward_with(&gt, dy, &|col, n, out, par| wt.mul(col, n, out, par))
-}
-
-/// A row-major `O x CKK` dense weight without a tensor around it.
-struct DenseView<'a> {
-    data: &'a [f32],
-    o: usize,
-    ckk: usize,
-}
-
-impl DenseView<'_> {
-    fn mul(&self, col: &[f32], n: usize, out: &mut [f32], parallel: bool) {
+    // Dense O' x CKK' = C x (O·kh·kw) weight.
+    forward_with(&gt, dy, &|col, n, out, par| {
         sgemm(
-            self.o, n, self.ckk, 1.0, self.data, false, col, false, 0.0, out, parallel,
-        );
-    }
+            c,
+            n,
+            o * kh * kw,
+            1.0,
+            &wf,
+            false,
+            col,
+            false,
+            0.0,
+            out,
+            par,
+        )
+    })
 }
 
 pub(crate) fn backward(
