@@ -23,7 +23,7 @@ pub struct ExecPolicy {
 impl Default for ExecPolicy {
     fn default() -> Self {
         ExecPolicy {
-            conv_sparse_below: 0.25,
+            conv_sparse_below: 0.32,
             linear_sparse_below: 0.2,
         }
     }

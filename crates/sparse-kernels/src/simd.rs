@@ -211,8 +211,25 @@ dispatch_fma!(
     ) => spmm_rows_generic
 );
 
-/// `out[i·ow + j] = Σ_e vals[e] · img[offs[e] + i·row_stride + j]` for an `oh x ow` plane:
-/// the direct sparse convolution of one output plane (stride 1, pre-padded input).
+/// Checks that every window `offs[e] + i·row_stride + j` (`i < oh`, `j < ow`) lies inside
+/// `img`: the plane kernels below read those windows without further bounds checks.
+#[inline(always)]
+fn check_windows(offs: &[u32], img_len: usize, row_stride: usize, oh: usize, ow: usize) {
+    if oh == 0 || ow == 0 {
+        return;
+    }
+    let reach = (oh - 1) * row_stride + ow;
+    let max = offs.iter().copied().max().unwrap_or(0) as usize;
+    assert!(
+        offs.is_empty() || max + reach <= img_len,
+        "plane window out of bounds"
+    );
+}
+
+/// `out[i·ow + j] += Σ_e vals[e] · img[offs[e] + i·row_stride + j]` for an `oh x ow` plane:
+/// the direct sparse convolution of one output plane (stride 1, pre-padded input). Each
+/// output element continues its running sum from `out` and adds the entries in order, so
+/// splitting the entries over several calls gives bitwise the same result as one call.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn plane_accum_generic<const F: bool>(
@@ -224,15 +241,24 @@ fn plane_accum_generic<const F: bool>(
     ow: usize,
     out: &mut [f32],
 ) {
+    assert_eq!(offs.len(), vals.len());
+    assert!(out.len() >= oh * ow);
+    check_windows(offs, img.len(), row_stride, oh, ow);
+    // SAFETY (every `get_unchecked` below): `o + i·row_stride + j < img.len()` for `i < oh`,
+    // `j < ow`, checked by `check_windows`.
     // R output rows at once: R·W/8 independent accumulator chains share each weight.
     macro_rules! rows_fixed {
         ($w:expr, $r:expr) => {{
             let mut i = 0;
             while i + $r <= oh {
                 let mut acc = [[0f32; $w]; $r];
+                for rr in 0..$r {
+                    acc[rr].copy_from_slice(&out[(i + rr) * ow..(i + rr + 1) * ow]);
+                }
                 for (&o, &v) in offs.iter().zip(vals) {
                     for rr in 0..$r {
-                        let src = &img[o as usize + (i + rr) * row_stride..][..$w];
+                        let s = o as usize + (i + rr) * row_stride;
+                        let src = unsafe { img.get_unchecked(s..s + $w) };
                         for t in 0..$w {
                             acc[rr][t] = madd::<F>(v, src[t], acc[rr][t]);
                         }
@@ -245,8 +271,10 @@ fn plane_accum_generic<const F: bool>(
             }
             while i < oh {
                 let mut acc = [0f32; $w];
+                acc.copy_from_slice(&out[i * ow..(i + 1) * ow]);
                 for (&o, &v) in offs.iter().zip(vals) {
-                    let src = &img[o as usize + i * row_stride..][..$w];
+                    let s = o as usize + i * row_stride;
+                    let src = unsafe { img.get_unchecked(s..s + $w) };
                     for t in 0..$w {
                         acc[t] = madd::<F>(v, src[t], acc[t]);
                     }
@@ -267,14 +295,17 @@ fn plane_accum_generic<const F: bool>(
                 while j0 < ow {
                     let w = (ow - j0).min(TILE);
                     let mut acc = [0f32; TILE];
+                    let dst = &mut out[i * ow + j0..i * ow + j0 + w];
+                    acc[..w].copy_from_slice(dst);
                     let base = i * row_stride + j0;
                     for (&o, &v) in offs.iter().zip(vals) {
-                        let src = &img[o as usize + base..][..w];
+                        let s = o as usize + base;
+                        let src = unsafe { img.get_unchecked(s..s + w) };
                         for t in 0..w {
                             acc[t] = madd::<F>(v, src[t], acc[t]);
                         }
                     }
-                    out[i * ow + j0..i * ow + j0 + w].copy_from_slice(&acc[..w]);
+                    dst.copy_from_slice(&acc[..w]);
                     j0 += w;
                 }
             }
@@ -283,7 +314,8 @@ fn plane_accum_generic<const F: bool>(
 }
 
 dispatch_fma!(
-    /// One output plane of a direct sparse convolution (see `plane_accum_generic`).
+    /// One output plane of a direct sparse convolution, accumulated into `out` (see
+    /// `plane_accum_generic`).
     pub(crate) fn plane_accum(
         offs: &[u32],
         vals: &[f32],
@@ -295,21 +327,18 @@ dispatch_fma!(
     ) => plane_accum_generic
 );
 
-#[inline(always)]
-fn fma8<const F: bool>(acc: &mut [f32; 8], d: &[f32], x: &[f32]) {
-    let (d, x) = (&d[..8], &x[..8]);
-    for t in 0..8 {
-        acc[t] = madd::<F>(d[t], x[t], acc[t]);
-    }
-}
+/// Lanes of one plane dot product: lane `t` holds the products of the columns `j` with
+/// `j mod 8 = t` in the 8-wide part of each row and of column `full + t` of its tail.
+pub(crate) type Lanes = [f32; 8];
 
-#[inline(always)]
-fn hsum8(v: &[f32; 8]) -> f32 {
+/// The fixed-order sum of a [`Lanes`] accumulator.
+#[inline]
+pub(crate) fn hsum8(v: &Lanes) -> f32 {
     ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
 }
 
 /// Plane dot products of `G` entries at once: each load of `dy` feeds `G` independent
-/// 8-lane accumulator chains.
+/// 8-lane accumulator chains, which continue from `acc`.
 #[inline(always)]
 fn plane_dots_group<const F: bool, const G: usize>(
     offs: &[u32],
@@ -318,34 +347,39 @@ fn plane_dots_group<const F: bool, const G: usize>(
     dy: &[f32],
     oh: usize,
     ow: usize,
-) -> [f32; G] {
+    acc: &mut [Lanes],
+) {
     let (n8, full) = (ow / 8, ow / 8 * 8);
     let o: [usize; G] = std::array::from_fn(|k| offs[k] as usize);
-    let mut v = [[0f32; 8]; G];
+    let mut v: [Lanes; G] = std::array::from_fn(|k| acc[k]);
     for i in 0..oh {
+        let d = &dy[i * ow..(i + 1) * ow];
         let base = i * row_stride;
         for q in 0..n8 {
-            let d = &dy[i * ow + q * 8..];
-            let j = base + q * 8;
+            let dq = &d[q * 8..q * 8 + 8];
             for k in 0..G {
-                fma8::<F>(&mut v[k], d, &img[o[k] + j..]);
+                let s = o[k] + base + q * 8;
+                // SAFETY: inside the window checked by the caller (`check_windows`).
+                let x = unsafe { img.get_unchecked(s..s + 8) };
+                for t in 0..8 {
+                    v[k][t] = madd::<F>(dq[t], x[t], v[k][t]);
+                }
+            }
+        }
+        for j in full..ow {
+            for k in 0..G {
+                let x = img[o[k] + base + j];
+                v[k][j - full] = madd::<F>(d[j], x, v[k][j - full]);
             }
         }
     }
-    std::array::from_fn(|k| {
-        let mut tail = 0f32;
-        for i in 0..oh {
-            for j in full..ow {
-                tail = madd::<F>(dy[i * ow + j], img[o[k] + i * row_stride + j], tail);
-            }
-        }
-        hsum8(&v[k]) + tail
-    })
+    acc[..G].copy_from_slice(&v);
 }
 
-/// `acc[e] += Σ_{i,j} dy[i·ow + j] · img[offs[e] + i·row_stride + j]`: the weight gradient
-/// of a direct sparse convolution at its active entries, for one (image, output channel).
-/// Entries go eight (then four) at a time, sharing each load of `dy`.
+/// `acc[e] += lanes of Σ_{i,j} dy[i·ow + j] · img[offs[e] + i·row_stride + j]`: the weight
+/// gradient of a direct sparse convolution at its active entries, for one (image, output
+/// channel), kept in 8 lanes (sum them once at the end with [`hsum8`]). Entries go eight,
+/// four, two, one at a time, sharing each load of `dy`.
 #[inline(always)]
 fn plane_dots_generic<const F: bool>(
     offs: &[u32],
@@ -354,37 +388,27 @@ fn plane_dots_generic<const F: bool>(
     dy: &[f32],
     oh: usize,
     ow: usize,
-    acc: &mut [f32],
+    acc: &mut [Lanes],
 ) {
-    let n8 = ow / 8;
+    assert_eq!(offs.len(), acc.len());
+    assert!(dy.len() >= oh * ow);
+    check_windows(offs, img.len(), row_stride, oh, ow);
+    let n = offs.len();
     let mut e = 0;
-    if n8 > 0 {
-        while e + 8 <= offs.len() {
-            let sums = plane_dots_group::<F, 8>(&offs[e..e + 8], img, row_stride, dy, oh, ow);
-            acc[e..e + 8]
-                .iter_mut()
-                .zip(sums)
-                .for_each(|(a, s)| *a += s);
-            e += 8;
-        }
-        while e + 4 <= offs.len() {
-            let sums = plane_dots_group::<F, 4>(&offs[e..e + 4], img, row_stride, dy, oh, ow);
-            acc[e..e + 4]
-                .iter_mut()
-                .zip(sums)
-                .for_each(|(a, s)| *a += s);
-            e += 4;
-        }
+    while e + 8 <= n {
+        plane_dots_group::<F, 8>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+        e += 8;
     }
-    for e in e..offs.len() {
-        let o = offs[e] as usize;
-        let mut s = 0f32;
-        for i in 0..oh {
-            for j in 0..ow {
-                s = madd::<F>(dy[i * ow + j], img[o + i * row_stride + j], s);
-            }
-        }
-        acc[e] += s;
+    if n - e >= 4 {
+        plane_dots_group::<F, 4>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+        e += 4;
+    }
+    if n - e >= 2 {
+        plane_dots_group::<F, 2>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+        e += 2;
+    }
+    if n - e >= 1 {
+        plane_dots_group::<F, 1>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
     }
 }
 
@@ -397,6 +421,6 @@ dispatch_fma!(
         dy: &[f32],
         oh: usize,
         ow: usize,
-        acc: &mut [f32],
+        acc: &mut [Lanes],
     ) => plane_dots_generic
 );

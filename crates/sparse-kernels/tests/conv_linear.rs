@@ -9,7 +9,7 @@ use sparse_kernels::{SparseWeight, Tensor, WeightGrad, WeightRef};
 
 /// (batch, in, h, w, out, k, stride, pad)
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
-const CONVS: [ConvCase; 16] = [
+const CONVS: [ConvCase; 17] = [
     // Widths 32/16/8/4 and odd heights exercise the direct sparse kernels' fixed paths.
     (1, 2, 32, 32, 2, 3, 1, 1),
     (2, 3, 5, 16, 4, 3, 1, 1),
@@ -29,6 +29,9 @@ const CONVS: [ConvCase; 16] = [
     // C >= 16, O < 32, stride 1: the dense input gradient runs as a flipped forward conv.
     (2, 16, 5, 6, 3, 3, 1, 1),
     (1, 17, 4, 3, 2, 1, 1, 0),
+    // 40 channels of 16x16: the direct sparse kernels split the source planes into several
+    // L1 blocks and the destination planes into several tiles.
+    (1, 40, 16, 16, 40, 3, 1, 1),
 ];
 
 #[test]

@@ -216,12 +216,16 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         (t, a.out.clone())
     };
+    let target = if trainer.cfg.method == "dense" {
+        "all weights active".to_string()
+    } else {
+        format!("sparsity {}", trainer.cfg.sparsity)
+    };
     eprintln!(
-        "{} on {:?} | {} | sparsity {} | {} steps ({} per epoch) | {} threads",
+        "{} on {:?} | {} | {target} | {} steps ({} per epoch) | {} threads",
         trainer.cfg.model,
         trainer.cfg.data,
         trainer.cfg.method,
-        trainer.cfg.sparsity,
         trainer.total_steps(),
         trainer.steps_per_epoch(),
         rayon::current_num_threads()

@@ -4,6 +4,10 @@
 //! the same computation on the padded output gradient with the transposed structure, and the
 //! weight gradient is one plane dot product per active weight. Work is proportional to the
 //! number of active weights; every reduction runs in a fixed order.
+//!
+//! Cache blocking: destination planes are processed in tiles, and within a tile the entries
+//! are taken by blocks of source planes small enough for L1, so each source block is loaded
+//! once per tile rather than once per entry (the source image itself only fits in L2).
 
 use rayon::prelude::*;
 use sparse_core::Mask;
@@ -45,124 +49,242 @@ fn offset(col: u32, kh: usize, kw: usize, hp: usize, wp: usize) -> u32 {
     ((c * hp + ki) * wp + kj) as u32
 }
 
+/// Bytes of source planes (and, separately, of destination planes) one tile keeps in L1
+/// (32 KiB on the reference machine): the block of source planes is read by every
+/// destination plane of the tile before the next block is loaded.
+const L1_TILE_BYTES: usize = 16 * 1024;
+
+/// Fewest average entries per (destination plane, source block) segment: below it the
+/// per-segment work (reloading the destination plane, the weight-gradient lane groups)
+/// outweighs the cache reuse, so sparser layers use wider blocks.
+const MIN_SEGMENT_ENTRIES: usize = 16;
+
+/// Source planes per block for `rows` destination planes reading `src` source planes of
+/// `plane_bytes` each through `nnz` entries.
+fn src_per_block(src: usize, plane_bytes: usize, rows: usize, nnz: usize) -> usize {
+    let by_cache = (L1_TILE_BYTES / plane_bytes.max(1)).max(1);
+    let by_work = (MIN_SEGMENT_ENTRIES * rows * src).div_ceil(nnz.max(1));
+    by_cache.max(by_work).clamp(1, src.max(1))
+}
+
+/// Destination planes per tile.
+fn dst_per_tile(plane_bytes: usize) -> usize {
+    (L1_TILE_BYTES / plane_bytes.max(1)).max(1)
+}
+
+/// The entries of a direct convolution grouped by destination plane and, within it, by
+/// block of source planes: segment `row·nblk + blk` holds the entries of destination plane
+/// `row` that read source block `blk`, in their original relative order.
+struct Segments {
+    nblk: usize,
+    /// Segment starts, plus the total at the end.
+    seg: Vec<usize>,
+    offs: Vec<u32>,
+    vals: Vec<f32>,
+}
+
+impl Segments {
+    /// Stable counting sort of `(segment, offset, value)` items into `rows · nblk` segments.
+    fn new(rows: usize, nblk: usize, items: &[(usize, u32, f32)]) -> Segments {
+        let mut seg = vec![0usize; rows * nblk + 1];
+        for &(k, _, _) in items {
+            seg[k + 1] += 1;
+        }
+        for k in 0..rows * nblk {
+            seg[k + 1] += seg[k];
+        }
+        let mut next = seg.clone();
+        let (mut offs, mut vals) = (vec![0u32; items.len()], vec![0f32; items.len()]);
+        for &(k, o, v) in items {
+            offs[next[k]] = o;
+            vals[next[k]] = v;
+            next[k] += 1;
+        }
+        Segments {
+            nblk,
+            seg,
+            offs,
+            vals,
+        }
+    }
+
+    /// Entry range of destination plane `row`, source block `blk`.
+    fn range(&self, row: usize, blk: usize) -> std::ops::Range<usize> {
+        let k = row * self.nblk + blk;
+        self.seg[k]..self.seg[k + 1]
+    }
+
+    /// Accumulates destination planes `row0..` (the `plane`-sized chunks of `out`) from
+    /// `src`: source blocks outer, so each block stays in L1 while the tile's planes read it.
+    #[allow(clippy::too_many_arguments)]
+    fn accum_tile(
+        &self,
+        row0: usize,
+        out: &mut [f32],
+        plane: usize,
+        src: &[f32],
+        row_stride: usize,
+        oh: usize,
+        ow: usize,
+    ) {
+        for blk in 0..self.nblk {
+            for (r, dst) in out.chunks_mut(plane).enumerate() {
+                let e = self.range(row0 + r, blk);
+                if !e.is_empty() {
+                    let (o, v) = (&self.offs[e.clone()], &self.vals[e]);
+                    simd::plane_accum(o, v, src, row_stride, oh, ow, dst);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `tile` for every (image, tile of destination planes) of `out` (`b` images of `rows`
+/// planes of `plane` elements), in parallel.
+fn for_each_tile(
+    out: &mut [f32],
+    rows: usize,
+    plane: usize,
+    tile: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    let per = dst_per_tile(4 * plane);
+    out.par_chunks_mut(rows * plane)
+        .enumerate()
+        .for_each(|(b, image)| {
+            image
+                .par_chunks_mut(per * plane)
+                .enumerate()
+                .for_each(|(t, dst)| tile(b, t * per, dst));
+        });
+}
+
+/// Forward: each output plane sums, over its output channel's active weights, the weight
+/// times a shifted plane of the padded input.
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &SparseWeight) -> Vec<f32> {
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let xp = pad_planes(x, g.b * g.c, g.h, g.w, (g.pad, g.pad), (g.pad, g.pad));
     let csr = w.csr();
-    let offs: Vec<u32> = csr
-        .col_idx()
-        .iter()
-        .map(|&c| offset(c, g.kh, g.kw, hp, wp))
+    let kk = g.kh * g.kw;
+    let cpb = src_per_block(g.c, 4 * hp * wp, g.o, csr.nnz());
+    let nblk = g.c.div_ceil(cpb);
+    let items: Vec<(usize, u32, f32)> = (0..g.o)
+        .flat_map(|o| {
+            let (cols, vals) = csr.row(o);
+            cols.iter().zip(vals).map(move |(&col, &v)| {
+                let blk = col as usize / kk / cpb;
+                (o * nblk + blk, offset(col, g.kh, g.kw, hp, wp), v)
+            })
+        })
         .collect();
-    let p = g.p();
+    let segs = Segments::new(g.o, nblk, &items);
+    let (p, img) = (g.p(), g.c * hp * wp);
     let mut y = vec![0f32; g.b * g.o * p];
-    let img = g.c * hp * wp;
-    y.par_chunks_mut(p).enumerate().for_each(|(plane, out)| {
-        let (b, o) = (plane / g.o, plane % g.o);
-        let (s, e) = (csr.row_ptr()[o] as usize, csr.row_ptr()[o + 1] as usize);
-        simd::plane_accum(
-            &offs[s..e],
-            &csr.values()[s..e],
-            &xp[b * img..(b + 1) * img],
-            wp,
-            g.oh,
-            g.ow,
-            out,
-        );
+    for_each_tile(&mut y, g.o, p, |b, o0, dst| {
+        let src = &xp[b * img..(b + 1) * img];
+        segs.accum_tile(o0, dst, p, src, wp, g.oh, g.ow);
     });
     y
 }
 
+/// Gradient to the input: `dx[b,c,h,w] = Σ W[o,c,ki,kj] · dyp[b,o,h + kh−1−ki, w + kw−1−kj]`
+/// with `dy` padded by `k − 1 − pad` on every side.
 pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &SparseWeight) -> Vec<f32> {
-    // dx[b,c,h,w] = Σ W[o,c,ki,kj] · dyp[b,o,h + kh−1−ki, w + kw−1−kj], dy padded by
-    // (k − 1 − pad) on every side.
     let (th, tw) = (g.kh - 1 - g.pad, g.kw - 1 - g.pad);
     let (hq, wq) = (g.oh + 2 * th, g.ow + 2 * tw);
     let dyp = pad_planes(dy, g.b * g.o, g.oh, g.ow, (th, th), (tw, tw));
-    let t = w.csr_t();
+    let csr = w.csr();
     let kk = g.kh * g.kw;
-    // Entries of channel c are the transposed rows c·kk .. (c+1)·kk (row = (c, ki, kj)).
-    let offs: Vec<u32> = (0..t.rows())
-        .flat_map(|r| {
-            let (ki, kj) = ((r / g.kw) % g.kh, r % g.kw);
-            t.row(r)
-                .0
-                .iter()
-                .map(move |&o| ((o as usize * hq + (g.kh - 1 - ki)) * wq + (g.kw - 1 - kj)) as u32)
+    let opb = src_per_block(g.o, 4 * hq * wq, g.c, csr.nnz());
+    let nblk = g.o.div_ceil(opb);
+    // Destination plane = input channel c; source plane = output channel o.
+    let items: Vec<(usize, u32, f32)> = (0..g.o)
+        .flat_map(|o| {
+            let (cols, vals) = csr.row(o);
+            cols.iter().zip(vals).map(move |(&col, &v)| {
+                let col = col as usize;
+                let (c, ki, kj) = (col / kk, (col / g.kw) % g.kh, col % g.kw);
+                let off = (o * hq + (g.kh - 1 - ki)) * wq + (g.kw - 1 - kj);
+                (c * nblk + o / opb, off as u32, v)
+            })
         })
         .collect();
-    let hw = g.h * g.w;
-    let img = g.o * hq * wq;
+    let segs = Segments::new(g.c, nblk, &items);
+    let (hw, img) = (g.h * g.w, g.o * hq * wq);
     let mut dx = vec![0f32; g.b * g.c * hw];
-    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
-        let (b, c) = (plane / g.c, plane % g.c);
-        let (s, e) = (
-            t.row_ptr()[c * kk] as usize,
-            t.row_ptr()[(c + 1) * kk] as usize,
-        );
-        simd::plane_accum(
-            &offs[s..e],
-            &t.values()[s..e],
-            &dyp[b * img..(b + 1) * img],
-            wq,
-            g.h,
-            g.w,
-            out,
-        );
+    for_each_tile(&mut dx, g.c, hw, |b, c0, dst| {
+        let src = &dyp[b * img..(b + 1) * img];
+        segs.accum_tile(c0, dst, hw, src, wq, g.h, g.w);
     });
     dx
 }
 
 /// Weight gradient at the mask's active positions (dense layout, exactly 0 elsewhere).
 /// Images are the outer loop so one padded image stays in cache while every output
-/// channel's entries read it; each output channel's sum runs over images in order.
+/// channel's entries read it (tiles of output channels in parallel, input-channel blocks
+/// outer within a tile); each entry keeps 8 lanes across all images, summed once at the end,
+/// so the order of every sum is fixed.
 pub(crate) fn backward_weight(g: &ConvGeom, dy: &[f32], x: &[f32], mask: &Mask) -> Vec<f32> {
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let xp = pad_planes(x, g.b * g.c, g.h, g.w, (g.pad, g.pad), (g.pad, g.pad));
-    let (ckk, p, img) = (g.ckk(), g.p(), g.c * hp * wp);
-    // CSR-like structure of the mask: entry order = flat order.
-    let mut row_ptr = vec![0usize; g.o + 1];
-    for o in 0..g.o {
-        row_ptr[o + 1] = row_ptr[o] + mask.count_ones_in(o * ckk, (o + 1) * ckk);
-    }
+    let (ckk, kk, p, img) = (g.ckk(), g.kh * g.kw, g.p(), g.c * hp * wp);
     let flat: Vec<usize> = mask.iter_ones().collect();
-    let offs: Vec<u32> = flat
+    let cpb = src_per_block(g.c, 4 * hp * wp, g.o, flat.len());
+    let nblk = g.c.div_ceil(cpb);
+    // Mask order is row-major, so within an output channel the blocks already ascend: the
+    // segments keep the entries in `flat` order.
+    let items: Vec<(usize, u32, f32)> = flat
         .iter()
-        .map(|&i| offset((i % ckk) as u32, g.kh, g.kw, hp, wp))
+        .map(|&i| {
+            let (o, col) = (i / ckk, (i % ckk) as u32);
+            (
+                o * nblk + col as usize / kk / cpb,
+                offset(col, g.kh, g.kw, hp, wp),
+                0.0,
+            )
+        })
         .collect();
-    let mut acc = vec![0f32; flat.len()];
-    // Output-channel blocks own disjoint slices of `acc`.
-    let block = g.o.div_ceil(4 * rayon::current_num_threads()).max(1);
+    let segs = Segments::new(g.o, nblk, &items);
+    let mut acc = vec![[0f32; 8]; flat.len()];
+    let per = dst_per_tile(4 * p)
+        .min(g.o.div_ceil(4 * rayon::current_num_threads()))
+        .max(1);
     for b in 0..g.b {
         let image = &xp[b * img..(b + 1) * img];
+        let dyb = &dy[b * g.o * p..(b + 1) * g.o * p];
+        // Tiles of output channels own disjoint slices of `acc`.
         let mut parts = Vec::new();
         let mut rest = acc.as_mut_slice();
-        for o0 in (0..g.o).step_by(block) {
-            let o1 = (o0 + block).min(g.o);
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(row_ptr[o1] - row_ptr[o0]);
+        for o0 in (0..g.o).step_by(per) {
+            let o1 = (o0 + per).min(g.o);
+            let n = segs.seg[o1 * nblk] - segs.seg[o0 * nblk];
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
             parts.push((o0, o1, head));
             rest = tail;
         }
         parts.into_par_iter().for_each(|(o0, o1, a)| {
-            let base = row_ptr[o0];
-            for o in o0..o1 {
-                let (s, e) = (row_ptr[o], row_ptr[o + 1]);
-                let dplane = &dy[(b * g.o + o) * p..][..p];
-                simd::plane_dots(
-                    &offs[s..e],
-                    image,
-                    wp,
-                    dplane,
-                    g.oh,
-                    g.ow,
-                    &mut a[s - base..e - base],
-                );
+            let base = segs.seg[o0 * nblk];
+            for blk in 0..nblk {
+                for o in o0..o1 {
+                    let e = segs.range(o, blk);
+                    if e.is_empty() {
+                        continue;
+                    }
+                    simd::plane_dots(
+                        &segs.offs[e.clone()],
+                        image,
+                        wp,
+                        &dyb[o * p..(o + 1) * p],
+                        g.oh,
+                        g.ow,
+                        &mut a[e.start - base..e.end - base],
+                    );
+                }
             }
         });
     }
     let mut dw = vec![0f32; g.o * ckk];
-    for (&i, &v) in flat.iter().zip(&acc) {
-        dw[i] = v;
+    for (&i, lanes) in flat.iter().zip(&acc) {
+        dw[i] = simd::hsum8(lanes);
     }
     dw
 }
