@@ -10,7 +10,7 @@
 //! once per tile rather than once per entry (the source image itself only fits in L2).
 
 use rayon::prelude::*;
-use sparse_core::Mask;
+use sparse_core::{Csr, Mask};
 
 use super::ConvGeom;
 use crate::ops::sparse::SparseWeight;
@@ -158,6 +158,20 @@ fn for_each_tile(
         });
 }
 
+/// `(segment, offset, value)` for every entry of `csr` in CSR order, with segment and offset
+/// given by `place(row, col)`.
+fn csr_items(csr: &Csr, place: impl Fn(usize, u32) -> (usize, u32)) -> Vec<(usize, u32, f32)> {
+    let mut items = Vec::with_capacity(csr.nnz());
+    for r in 0..csr.rows() {
+        let (cols, vals) = csr.row(r);
+        for (&col, &v) in cols.iter().zip(vals) {
+            let (k, off) = place(r, col);
+            items.push((k, off, v));
+        }
+    }
+    items
+}
+
 /// Forward: each output plane sums, over its output channel's active weights, the weight
 /// times a shifted plane of the padded input.
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &SparseWeight) -> Vec<f32> {
@@ -167,15 +181,10 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &SparseWeight) -> Vec<f32> {
     let kk = g.kh * g.kw;
     let cpb = src_per_block(g.c, 4 * hp * wp, g.o, csr.nnz());
     let nblk = g.c.div_ceil(cpb);
-    let items: Vec<(usize, u32, f32)> = (0..g.o)
-        .flat_map(|o| {
-            let (cols, vals) = csr.row(o);
-            cols.iter().zip(vals).map(move |(&col, &v)| {
-                let blk = col as usize / kk / cpb;
-                (o * nblk + blk, offset(col, g.kh, g.kw, hp, wp), v)
-            })
-        })
-        .collect();
+    let items = csr_items(csr, |o, col| {
+        let blk = col as usize / kk / cpb;
+        (o * nblk + blk, offset(col, g.kh, g.kw, hp, wp))
+    });
     let segs = Segments::new(g.o, nblk, &items);
     let (p, img) = (g.p(), g.c * hp * wp);
     let mut y = vec![0f32; g.b * g.o * p];
@@ -197,17 +206,12 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &SparseWeight) -> Vec<
     let opb = src_per_block(g.o, 4 * hq * wq, g.c, csr.nnz());
     let nblk = g.o.div_ceil(opb);
     // Destination plane = input channel c; source plane = output channel o.
-    let items: Vec<(usize, u32, f32)> = (0..g.o)
-        .flat_map(|o| {
-            let (cols, vals) = csr.row(o);
-            cols.iter().zip(vals).map(move |(&col, &v)| {
-                let col = col as usize;
-                let (c, ki, kj) = (col / kk, (col / g.kw) % g.kh, col % g.kw);
-                let off = (o * hq + (g.kh - 1 - ki)) * wq + (g.kw - 1 - kj);
-                (c * nblk + o / opb, off as u32, v)
-            })
-        })
-        .collect();
+    let items = csr_items(csr, |o, col| {
+        let col = col as usize;
+        let (c, ki, kj) = (col / kk, (col / g.kw) % g.kh, col % g.kw);
+        let off = (o * hq + (g.kh - 1 - ki)) * wq + (g.kw - 1 - kj);
+        (c * nblk + o / opb, off as u32)
+    });
     let segs = Segments::new(g.c, nblk, &items);
     let (hw, img) = (g.h * g.w, g.o * hq * wq);
     let mut dx = vec![0f32; g.b * g.c * hw];
