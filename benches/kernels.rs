@@ -7,7 +7,7 @@ use sparse_benches::{mask, measure_peak_gflops, scores};
 use sparse_core::{drop_and_grow, Mask};
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
 use sparse_kernels::ops::gemm::gemm;
-use sparse_kernels::ops::sparse::spmm;
+use sparse_kernels::ops::sparse::spmm_into;
 use sparse_kernels::{SparseWeight, Tensor, WeightGrad, WeightRef};
 use std::hint::black_box;
 use std::time::Duration;
@@ -75,7 +75,7 @@ fn spmm_vs_dense(c: &mut Criterion) {
         let mk = mask(&[m, k], 1.0 - s as f64 / 100.0, s as u64);
         let sw = SparseWeight::new(&w, &mk).unwrap();
         g.bench_with_input(BenchmarkId::new("csr", s), &sw, |b, sw| {
-            b.iter(|| spmm(black_box(sw.csr()), &x).unwrap())
+            b.iter(|| spmm_into(1.0, black_box(sw.csr()), &x, 0.0, &mut out).unwrap())
         });
     }
     g.finish();

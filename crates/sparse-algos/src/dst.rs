@@ -278,7 +278,7 @@ impl SparseMethod for DropGrow {
     fn is_update_step(&self, t: &StepInfo) -> bool {
         let s = t.step;
         s >= self.cfg.first
-            && (s - self.cfg.first) % self.cfg.interval == 0
+            && (s - self.cfg.first).is_multiple_of(self.cfg.interval)
             && self.cfg.end.is_none_or(|e| s <= e)
     }
 

@@ -89,7 +89,7 @@ impl SparseMethod for Fggp {
 
     fn is_update_step(&self, t: &StepInfo) -> bool {
         let tau = t.step + 1;
-        tau % self.cfg.interval == 0 && tau <= self.end(t.total_steps)
+        tau.is_multiple_of(self.cfg.interval) && tau <= self.end(t.total_steps)
     }
 
     fn update(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<UpdateReport> {

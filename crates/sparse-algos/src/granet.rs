@@ -77,7 +77,7 @@ impl SparseMethod for Granet {
 
     fn is_update_step(&self, t: &StepInfo) -> bool {
         let steps = t.step + 1;
-        steps >= self.cfg.prune_start && steps % self.cfg.interval == 0
+        steps >= self.cfg.prune_start && steps.is_multiple_of(self.cfg.interval)
     }
 
     fn needs_dense_grad(&self, t: &StepInfo) -> bool {

@@ -3,7 +3,9 @@
 mod common;
 use common::*;
 use sparse_kernels::ops::gemm::{gemm, matmul};
-use sparse_kernels::ops::sparse::{masked_matmul, masked_matmul_t, sddmm, sddmm_masked, spmm};
+use sparse_kernels::ops::sparse::{
+    masked_matmul, masked_matmul_t, sddmm, sddmm_masked, spmm, spmm_into,
+};
 use sparse_kernels::sparse_core::{Csr, Mask};
 use sparse_kernels::{device_test, SparseWeight, Tensor};
 
@@ -75,6 +77,18 @@ fn masked_gemm_and_spmm_match_reference_at_every_sparsity() {
                 1e-4,
                 "spmm csr_t",
             );
+            // In place with alpha/beta: out = 2·A·X − 0.5·out0.
+            let out0 = randn(&[m, n], 70 + si as u64);
+            let mut out = out0.clone();
+            spmm_into(2.0, sw.csr(), &x, -0.5, &mut out).unwrap();
+            let expect: Vec<f64> = fwd
+                .iter()
+                .zip(out0.as_slice())
+                .map(|(f, &o)| 2.0 * f - 0.5 * o as f64)
+                .collect();
+            assert_close(out.as_slice(), &expect, 1e-4, "spmm_into");
+            let mut wrong = randn(&[m + 1, n], 1);
+            assert!(spmm_into(1.0, sw.csr(), &x, 0.0, &mut wrong).is_err());
             // Dense GEMM on the masked copy agrees with both sparse paths.
             let dense = matmul(&wm, false, &x, false).unwrap();
             assert_close(dense.as_slice(), &fwd, 1e-4, "dense");

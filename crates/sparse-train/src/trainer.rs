@@ -504,7 +504,7 @@ impl Trainer {
             pb.finish_and_clear();
         }
         let train_secs = start.elapsed().as_secs_f64();
-        if (self.step % self.steps_per_epoch == 0) || self.step >= self.total_steps {
+        if self.step.is_multiple_of(self.steps_per_epoch) || self.step >= self.total_steps {
             self.epoch += 1;
         }
         let (test_loss, test_acc) = self.evaluate_test()?;

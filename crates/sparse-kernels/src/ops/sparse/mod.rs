@@ -185,6 +185,16 @@ pub fn spmm(a: &Csr, x: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(&[a.rows(), n], out, x.device())
 }
 
+/// `out = alpha · A · X + beta · out` into an existing `rows x n` tensor (no allocation; the
+/// SpMM counterpart of [`gemm`](crate::ops::gemm::gemm)).
+pub fn spmm_into(alpha: f32, a: &Csr, x: &Tensor, beta: f32, out: &mut Tensor) -> Result<()> {
+    let n = check_rows("spmm_into", x, a.cols())?;
+    out.expect_shape("spmm_into output", &[a.rows(), n])?;
+    x.same_device("spmm_into", out)?;
+    cpu::spmm(a, x.as_slice(), n, alpha, beta, out.as_mut_slice(), true);
+    Ok(())
+}
+
 /// Values of `dY · Xᵀ` at the structure of `s` (in `s`'s entry order): `dY` is `rows x n`,
 /// `X` is `cols x n`.
 pub fn sddmm(s: &Csr, dy: &Tensor, x: &Tensor) -> Result<Vec<f32>> {
