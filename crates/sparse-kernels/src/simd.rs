@@ -145,18 +145,17 @@ const MIN_BLOCK_ENTRIES: usize = 24;
 /// [`zmm::row_tiles`], which computes the same per-element FMA chain, so both builds agree
 /// bitwise.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn spmm_rows_generic<const F: bool, const Z: bool>(
-    row_ptr: &[u32],
-    col_idx: &[u32],
-    vals: &[f32],
-    r0: usize,
-    x: &[f32],
-    n: usize,
-    alpha: f32,
-    beta: f32,
-    out: &mut [f32],
-) {
+fn spmm_rows_generic<const F: bool, const Z: bool>(a: &SpmmRows, out: &mut [f32]) {
+    let SpmmRows {
+        row_ptr,
+        col_idx,
+        vals,
+        r0,
+        x,
+        n,
+        alpha,
+        beta,
+    } = *a;
     let rows = out.len() / n;
     let k = x.len() / n;
     // Short X rows are read whole (contiguous, prefetch friendly); long ones a tile at a time.
@@ -220,33 +219,36 @@ pub(crate) fn has_avx512() -> bool {
     }
 }
 
-/// Rows `r0..` of `out = alpha * A·X + beta * out` for CSR `A` and row-major `X` with `n`
-/// columns; `out` holds whole rows. AVX-512, AVX2+FMA and portable builds; the first two
-/// give bitwise-identical results.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn spmm_rows(
-    row_ptr: &[u32],
-    col_idx: &[u32],
-    vals: &[f32],
-    r0: usize,
-    x: &[f32],
-    n: usize,
-    alpha: f32,
-    beta: f32,
-    out: &mut [f32],
-) {
+/// Rows `r0..` of a CSR `A` times a row-major `X` with `n` columns: the operands of
+/// [`spmm_rows`].
+#[derive(Clone, Copy)]
+pub(crate) struct SpmmRows<'a> {
+    pub row_ptr: &'a [u32],
+    pub col_idx: &'a [u32],
+    pub vals: &'a [f32],
+    /// First row of `A` that `out` holds.
+    pub r0: usize,
+    pub x: &'a [f32],
+    pub n: usize,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+/// `out = alpha · A·X + beta · out` for the rows of `a` that `out` holds (whole rows).
+/// AVX-512, AVX2+FMA and portable builds; the first two give bitwise-identical results.
+pub(crate) fn spmm_rows(a: &SpmmRows, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx512() {
             // SAFETY: the CPU supports avx512f, avx2 and fma (checked at run time).
-            return unsafe { spmm_rows_avx512(row_ptr, col_idx, vals, r0, x, n, alpha, beta, out) };
+            return unsafe { spmm_rows_avx512(a, out) };
         }
         if has_fma() {
             // SAFETY: the CPU supports avx2 and fma (checked at run time).
-            return unsafe { spmm_rows_avx2(row_ptr, col_idx, vals, r0, x, n, alpha, beta, out) };
+            return unsafe { spmm_rows_avx2(a, out) };
         }
     }
-    spmm_rows_generic::<false, false>(row_ptr, col_idx, vals, r0, x, n, alpha, beta, out)
+    spmm_rows_generic::<false, false>(a, out)
 }
 
 /// The AVX-512 build of [`spmm_rows`].
@@ -255,19 +257,8 @@ pub(crate) fn spmm_rows(
 /// The CPU must support avx512f, avx2 and fma.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn spmm_rows_avx512(
-    row_ptr: &[u32],
-    col_idx: &[u32],
-    vals: &[f32],
-    r0: usize,
-    x: &[f32],
-    n: usize,
-    alpha: f32,
-    beta: f32,
-    out: &mut [f32],
-) {
-    spmm_rows_generic::<true, true>(row_ptr, col_idx, vals, r0, x, n, alpha, beta, out)
+unsafe fn spmm_rows_avx512(a: &SpmmRows, out: &mut [f32]) {
+    spmm_rows_generic::<true, true>(a, out)
 }
 
 /// The AVX2+FMA build of [`spmm_rows`].
@@ -276,19 +267,8 @@ unsafe fn spmm_rows_avx512(
 /// The CPU must support avx2 and fma.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn spmm_rows_avx2(
-    row_ptr: &[u32],
-    col_idx: &[u32],
-    vals: &[f32],
-    r0: usize,
-    x: &[f32],
-    n: usize,
-    alpha: f32,
-    beta: f32,
-    out: &mut [f32],
-) {
-    spmm_rows_generic::<true, false>(row_ptr, col_idx, vals, r0, x, n, alpha, beta, out)
+unsafe fn spmm_rows_avx2(a: &SpmmRows, out: &mut [f32]) {
+    spmm_rows_generic::<true, false>(a, out)
 }
 
 /// AVX-512 SpMM tiles: 16·R output columns in R zmm accumulators, so one pass over a row's
@@ -640,8 +620,18 @@ mod tests {
             let x: Vec<f32> = (0..k * n).map(|_| lcg(&mut st)).collect();
             let init: Vec<f32> = (0..rows * n).map(|_| lcg(&mut st)).collect();
             let (alpha, beta) = (1.5f32, 0.5f32);
+            let a = SpmmRows {
+                row_ptr: &ptr,
+                col_idx: &cols,
+                vals: &vals,
+                r0: 0,
+                x: &x,
+                n,
+                alpha,
+                beta,
+            };
             let mut got = init.clone();
-            spmm_rows(&ptr, &cols, &vals, 0, &x, n, alpha, beta, &mut got);
+            spmm_rows(&a, &mut got);
             for r in 0..rows {
                 for j in 0..n {
                     let mut s = 0f64;
@@ -661,8 +651,8 @@ mod tests {
                 let (mut wide, mut narrow) = (init.clone(), init.clone());
                 // SAFETY: features checked just above (avx512 implies avx2+fma here).
                 unsafe {
-                    spmm_rows_avx512(&ptr, &cols, &vals, 0, &x, n, alpha, beta, &mut wide);
-                    spmm_rows_avx2(&ptr, &cols, &vals, 0, &x, n, alpha, beta, &mut narrow);
+                    spmm_rows_avx512(&a, &mut wide);
+                    spmm_rows_avx2(&a, &mut narrow);
                 }
                 assert!(
                     wide.iter()

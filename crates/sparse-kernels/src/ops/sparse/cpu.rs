@@ -100,17 +100,17 @@ pub(crate) fn spmm(
     }
     let out = &mut out[..a.rows() * n];
     let run = |r0: usize, o: &mut [f32]| {
-        simd::spmm_rows(
-            a.row_ptr(),
-            a.col_idx(),
-            a.values(),
+        let rows = simd::SpmmRows {
+            row_ptr: a.row_ptr(),
+            col_idx: a.col_idx(),
+            vals: a.values(),
             r0,
             x,
             n,
             alpha,
             beta,
-            o,
-        )
+        };
+        simd::spmm_rows(&rows, o)
     };
     if parallel {
         // A few blocks per thread: large enough to reuse each X tile across many rows.
