@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use sparse_kernels::ops::gemm::{gemm, matmul};
 use sparse_kernels::ops::sparse::{
-    masked_matmul, masked_matmul_t, sddmm, sddmm_masked, spmm, spmm_into,
+    masked_matmul, masked_matmul_t, sddmm, sddmm_masked, sparse_weight_mm_into, spmm, spmm_into,
 };
 use sparse_kernels::sparse_core::{Csr, Mask};
 use sparse_kernels::{device_test, SparseWeight, Tensor};
@@ -89,6 +89,20 @@ fn masked_gemm_and_spmm_match_reference_at_every_sparsity() {
             assert_close(out.as_slice(), &expect, 1e-4, "spmm_into");
             let mut wrong = randn(&[m + 1, n], 1);
             assert!(spmm_into(1.0, sw.csr(), &x, 0.0, &mut wrong).is_err());
+            // The layer product (cache-blocked on AVX-512 machines), both orientations.
+            let mut out = out0.clone();
+            sparse_weight_mm_into(2.0, &sw, false, &x, -0.5, &mut out).unwrap();
+            assert_close(out.as_slice(), &expect, 1e-4, "sparse_weight_mm_into");
+            let mut out_t = Tensor::cpu(&[k, n], vec![f32::NAN; k * n]).unwrap();
+            sparse_weight_mm_into(1.0, &sw, true, &y, 0.0, &mut out_t).unwrap();
+            assert_close(
+                out_t.as_slice(),
+                &bwd,
+                1e-4,
+                "sparse_weight_mm_into transposed",
+            );
+            assert!(sparse_weight_mm_into(1.0, &sw, false, &x, 0.0, &mut wrong).is_err());
+            assert!(sparse_weight_mm_into(1.0, &sw, true, &x, 0.0, &mut out_t).is_err() || k == m);
             // Dense GEMM on the masked copy agrees with both sparse paths.
             let dense = matmul(&wm, false, &x, false).unwrap();
             assert_close(dense.as_slice(), &fwd, 1e-4, "dense");
@@ -101,11 +115,19 @@ fn sparse_weight_refresh_tracks_new_values() {
     let w = randn(&[5, 7], 1);
     let mask = mask_at(&[5, 7], 0.6, 2);
     let mut sw = SparseWeight::new(&w, &mask).unwrap();
+    // A product first, so that any cached execution layout exists before the refresh.
+    let x = randn(&[7, 40], 4);
+    let mut out = Tensor::zeros(&[5, 40], sparse_kernels::Device::Cpu).unwrap();
+    sparse_weight_mm_into(1.0, &sw, false, &x, 0.0, &mut out).unwrap();
     let w2 = randn(&[5, 7], 3);
     sw.refresh(&w2).unwrap();
     let expect = Csr::from_dense_masked(w2.as_slice(), &mask).unwrap();
     assert_eq!(sw.csr(), &expect);
     assert_eq!(sw.csr_t(), &expect.transpose());
+    sparse_weight_mm_into(1.0, &sw, false, &x, 0.0, &mut out).unwrap();
+    let w2m = masked(&w2, &mask);
+    let r = gemm_ref(w2m.as_slice(), false, x.as_slice(), false, 5, 7, 40);
+    assert_close(out.as_slice(), &r, 1e-5, "product after refresh");
     assert!(sw.refresh(&randn(&[7, 5], 3)).is_err());
 }
 

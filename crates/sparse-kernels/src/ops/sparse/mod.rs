@@ -8,19 +8,27 @@
 //! * [`WeightRef`]: dense, masked or sparse execution of one weight, chosen by density
 //!   through [`crate::ExecPolicy`].
 
+mod blocked;
 pub(crate) mod cpu;
 
+use std::sync::OnceLock;
+
+use blocked::BlockedCsr;
 use sparse_core::{matrix_view, Csr, Mask};
 
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
 
 /// A sparse weight ready for execution: CSR, its transpose, and the maps that refresh both
-/// from the dense master weight in O(nnz) after each optimizer step.
+/// from the dense master weight in O(nnz) after each optimizer step. On AVX-512 machines the
+/// first SpMM with either form also builds a cache-blocked copy of it (where the density
+/// makes that faster), refreshed with the rest from then on.
 #[derive(Debug, Clone)]
 pub struct SparseWeight {
     csr: Csr,
     csr_t: Csr,
+    blocked: OnceLock<Option<BlockedCsr>>,
+    blocked_t: OnceLock<Option<BlockedCsr>>,
     /// Flat index in the dense weight of every CSR entry.
     flat: Vec<u32>,
     /// For every entry of `csr_t`, its entry index in `csr`.
@@ -37,6 +45,8 @@ impl SparseWeight {
         Ok(SparseWeight {
             csr,
             csr_t,
+            blocked: OnceLock::new(),
+            blocked_t: OnceLock::new(),
             flat,
             perm_t,
         })
@@ -58,6 +68,12 @@ impl SparseWeight {
         let vals = self.csr.values();
         let tvals: Vec<f32> = self.perm_t.iter().map(|&e| vals[e as usize]).collect();
         self.csr_t.values_mut().copy_from_slice(&tvals);
+        if let Some(Some(b)) = self.blocked.get_mut() {
+            b.refresh(&self.csr);
+        }
+        if let Some(Some(b)) = self.blocked_t.get_mut() {
+            b.refresh(&self.csr_t);
+        }
         Ok(())
     }
 
@@ -69,6 +85,32 @@ impl SparseWeight {
     /// The transposed CSR form.
     pub fn csr_t(&self) -> &Csr {
         &self.csr_t
+    }
+
+    /// `out = alpha · W · X + beta · out` (`W` or, with `transposed`, `Wᵀ`), through the
+    /// cache-blocked layout when there is one.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn spmm(
+        &self,
+        transposed: bool,
+        x: &[f32],
+        n: usize,
+        alpha: f32,
+        beta: f32,
+        out: &mut [f32],
+        parallel: bool,
+    ) {
+        let (csr, blocked) = if transposed {
+            (&self.csr_t, &self.blocked_t)
+        } else {
+            (&self.csr, &self.blocked)
+        };
+        let blocked =
+            blocked.get_or_init(|| BlockedCsr::worthwhile(csr).then(|| BlockedCsr::new(csr)));
+        match blocked {
+            Some(b) => b.spmm(x, n, alpha, beta, out, parallel),
+            None => cpu::spmm(csr, x, n, alpha, beta, out, parallel),
+        }
     }
 }
 
@@ -117,7 +159,7 @@ impl WeightRef<'_> {
             WeightRef::Masked(w, mask) => {
                 cpu::masked_mm(w.as_slice(), mask, k, x, n, out, parallel)
             }
-            WeightRef::Sparse(s) => cpu::spmm(&s.csr, x, n, 1.0, 0.0, out, parallel),
+            WeightRef::Sparse(s) => s.spmm(false, x, n, 1.0, 0.0, out, parallel),
         }
     }
 
@@ -141,7 +183,7 @@ impl WeightRef<'_> {
             WeightRef::Masked(w, mask) => {
                 cpu::masked_mm_t(w.as_slice(), mask, m, k, y, n, out, parallel)
             }
-            WeightRef::Sparse(s) => cpu::spmm(&s.csr_t, y, n, 1.0, 0.0, out, parallel),
+            WeightRef::Sparse(s) => s.spmm(true, y, n, 1.0, 0.0, out, parallel),
         }
     }
 }
@@ -192,6 +234,33 @@ pub fn spmm_into(alpha: f32, a: &Csr, x: &Tensor, beta: f32, out: &mut Tensor) -
     out.expect_shape("spmm_into output", &[a.rows(), n])?;
     x.same_device("spmm_into", out)?;
     cpu::spmm(a, x.as_slice(), n, alpha, beta, out.as_mut_slice(), true);
+    Ok(())
+}
+
+/// `out = alpha · W · X + beta · out` for a [`SparseWeight`] viewed as `rows x cols` (`Wᵀ`
+/// with `transposed`): the product sparse layers run, through the cache-blocked layout on
+/// AVX-512 machines.
+pub fn sparse_weight_mm_into(
+    alpha: f32,
+    w: &SparseWeight,
+    transposed: bool,
+    x: &Tensor,
+    beta: f32,
+    out: &mut Tensor,
+) -> Result<()> {
+    let a = if transposed { w.csr_t() } else { w.csr() };
+    let n = check_rows("sparse_weight_mm_into", x, a.cols())?;
+    out.expect_shape("sparse_weight_mm_into output", &[a.rows(), n])?;
+    x.same_device("sparse_weight_mm_into", out)?;
+    w.spmm(
+        transposed,
+        x.as_slice(),
+        n,
+        alpha,
+        beta,
+        out.as_mut_slice(),
+        true,
+    );
     Ok(())
 }
 
