@@ -28,6 +28,8 @@ pub mod ops;
 pub mod policy;
 pub(crate) mod simd;
 pub mod tensor;
+#[cfg(test)]
+mod test_util;
 
 pub use device::{Device, DeviceRequest};
 pub use error::{KernelError, Result};

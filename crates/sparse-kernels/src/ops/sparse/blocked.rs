@@ -352,26 +352,10 @@ mod kernel {
 mod tests {
     use super::*;
 
-    /// Deterministic values in [-1, 1) (a 64-bit LCG; independent of the kernels).
-    fn lcg(state: &mut u64) -> f32 {
-        *state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::test_util::lcg;
 
     fn random_csr(rows: usize, cols: usize, density: f32, seed: u64) -> Csr {
-        let mut st = seed;
-        let (mut ptr, mut idx, mut vals) = (vec![0u32], Vec::new(), Vec::new());
-        for _ in 0..rows {
-            for c in 0..cols {
-                if (lcg(&mut st) + 1.0) / 2.0 < density {
-                    idx.push(c as u32);
-                    vals.push(lcg(&mut st));
-                }
-            }
-            ptr.push(idx.len() as u32);
-        }
+        let (ptr, idx, vals) = crate::test_util::random_csr(rows, cols, density, seed);
         Csr::from_parts(&[rows, cols], ptr, idx, vals).unwrap()
     }
 
