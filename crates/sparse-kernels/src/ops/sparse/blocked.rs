@@ -1,45 +1,77 @@
-//! Cache-blocked CSR layout for SpMM on AVX-512 machines.
+//! Cache-blocked, row-grouped CSR layout for SpMM on AVX-512 machines.
 //!
-//! The plain CSR kernel streams a whole row of `X` from L2 for every nonzero, which caps it
-//! at the L2→L1 bandwidth. This layout cuts `A` into chunks of [`ROW_CHUNK`] rows and, inside
-//! each chunk, into blocks of [`K_BLOCK`] columns, and stores every (row, block) segment
-//! contiguously in loop order with 16-bit block-local column offsets. The kernel packs `X`
-//! into column panels of up to 128 columns, so one block of a panel (128 rows x 512 B =
-//! 64 KiB) is reused from L1/L2 by all rows of a chunk while the segments stream in order.
-//! Measured on 4096x4096 · 4096x256 (`docs/benchmarks.md`): 1.3x faster than the CSR kernel
-//! at 70-80% sparsity, 1.1-1.2x at 90%; not reliably faster from 95% on, where a segment
-//! holds a few entries, so sparser matrices keep the CSR kernel ([`MIN_DENSITY`]).
+//! The plain CSR kernel streams a whole row of `X` from L2/L3 for every nonzero and runs one
+//! short FMA chain per row, so it is capped by cache bandwidth and branch mispredictions. This
+//! layout cuts `A` into chunks of [`ROW_CHUNK`] rows and each chunk into blocks of [`K_BLOCK`]
+//! columns. Inside a (chunk, block) the rows are sorted by their segment length (longest
+//! first) and taken [`GROUP`] at a time; a group's segments are interleaved entry by entry and
+//! padded to the group's longest with a zero value that points at an all-zero row of `X`
+//! (sliced ELLPACK with sorting, SELL-C-σ, per block). The kernel packs `X` into page-aligned
+//! column panels of up to 64 columns and runs a group's rows in lock-step: `GROUP x 4`
+//! independent zmm accumulators, one trip count per group instead of one per row, and a
+//! block of the panel (256 rows x 256 B = 64 KiB) reused by all rows of the chunk. Running
+//! sums live in a per-task buffer between blocks.
 //!
-//! The structure is built once per mask (O(nnz)); [`BlockedCsr::refresh`] copies new values
-//! in O(nnz) after each optimizer step, like the CSR transpose of [`super::SparseWeight`].
+//! Measured on 4096x4096 · 4096x256 (`docs/benchmarks.md`): 1.6-1.9x faster than the CSR
+//! kernel from 70% to 95% sparsity (1.26x at 98%, 1.06x at 99%), 11.9x faster than dense
+//! SGEMM at 95%.
+//!
+//! The structure is built once per mask (O(nnz), chunks in parallel); [`BlockedCsr::refresh`]
+//! copies new values in O(nnz) after each optimizer step, like the CSR transpose of
+//! [`super::SparseWeight`].
 
 use rayon::prelude::*;
 use sparse_core::Csr;
+use std::cmp::Reverse;
 
 /// Columns of `A` (rows of `X`) per block.
-const K_BLOCK: usize = 128;
-/// Rows of `A` per chunk: a chunk's running sums for one panel (512 x 512 B) stay in L2.
+const K_BLOCK: usize = 256;
+/// Rows of `A` per chunk: a chunk's running sums for one panel (512 x 256 B) stay in L2.
 const ROW_CHUNK: usize = 512;
+/// Rows run in lock-step (each with `16 x panel registers` accumulators).
+const GROUP: usize = 3;
 /// Widest `X` panel, in 16-float registers.
-const MAX_REGS: usize = 8;
-/// Densities from which the blocked kernel is used. Measured on 4096x4096 · 4096x256
-/// (criterion medians): 1.3x faster than the CSR kernel at 20-30% density, 1.1-1.2x at 10%;
-/// at 5% 0.9-1.2x depending on the run, and even or slower from 2% down.
-const MIN_DENSITY: f64 = 0.08;
+const MAX_REGS: usize = 4;
+/// Densities from which the blocked kernel is used: it was faster than the CSR kernel at
+/// every density measured, 1% to 30% (4096x4096 · 4096x256, `docs/benchmarks.md`).
+const MIN_DENSITY: f64 = 0.01;
+/// `src` of a padding entry.
+const PAD: u32 = u32::MAX;
 
-/// `A` in (row chunk, column block, row) segment order; see the module docs.
+/// `A` as row groups per (row chunk, column block); see the module docs.
 #[derive(Debug, Clone)]
 pub(crate) struct BlockedCsr {
     rows: usize,
     cols: usize,
-    /// Entries of each segment, indexed `chunk_row0 · nkb + block · chunk_rows + row`.
-    len: Vec<u16>,
+    /// Rows of `X` per block (`K_BLOCK`, or `cols` when smaller); the packed all-zero row of
+    /// each block sits at this index, and padding entries point at it.
+    kb: usize,
+    /// First group of each (chunk, block), plus the total.
+    gstart: Vec<u32>,
     /// First entry of each (chunk, block), plus the total.
-    start: Vec<u32>,
-    /// Column of each entry relative to its block.
+    estart: Vec<u32>,
+    /// Steps of each group: its longest segment.
+    glen: Vec<u16>,
+    /// Chunk-local row of each group member (`GROUP` per group); the chunk's row count marks
+    /// an empty slot.
+    grow: Vec<u16>,
+    /// Column of each entry relative to its block (`kb` for padding), in group step order.
     off: Vec<u16>,
     val: Vec<f32>,
-    /// CSR entry index of each entry (for [`BlockedCsr::refresh`]).
+    /// CSR entry index of each entry ([`PAD`] for padding), for [`BlockedCsr::refresh`].
+    src: Vec<u32>,
+}
+
+/// The layout of one row chunk, before the chunks are joined.
+#[derive(Default)]
+struct ChunkLayout {
+    /// Groups and entries of each block.
+    groups: Vec<u32>,
+    entries: Vec<u32>,
+    glen: Vec<u16>,
+    grow: Vec<u16>,
+    off: Vec<u16>,
+    val: Vec<f32>,
     src: Vec<u32>,
 }
 
@@ -47,7 +79,11 @@ impl BlockedCsr {
     /// Whether SpMM with `a` should use this layout on this machine.
     pub(crate) fn worthwhile(a: &Csr) -> bool {
         let size = a.rows() * a.cols();
-        crate::simd::has_avx512() && size > 0 && a.nnz() as f64 >= MIN_DENSITY * size as f64
+        crate::simd::has_avx512()
+            && size > 0
+            && a.nnz() as f64 >= MIN_DENSITY * size as f64
+            // Padding at most triples the entries; their indices are u32.
+            && a.nnz().saturating_mul(GROUP) < PAD as usize
     }
 
     /// Builds the layout of `a` (its values included) in O(nnz + rows · cols / K_BLOCK).
@@ -55,55 +91,56 @@ impl BlockedCsr {
     pub(crate) fn new(a: &Csr) -> Self {
         let (rows, cols) = (a.rows(), a.cols());
         assert!(cols > 0, "blocked CSR needs at least one column");
-        let (row_ptr, col_idx) = (a.row_ptr(), a.col_idx());
-        let nkb = cols.div_ceil(K_BLOCK);
-        let nch = rows.div_ceil(ROW_CHUNK);
-        let mut len = vec![0u16; rows * nkb];
-        let mut start = Vec::with_capacity(nch * nkb + 1);
-        let mut off = Vec::with_capacity(a.nnz());
-        let mut src = Vec::with_capacity(a.nnz());
-        let mut cursor: Vec<usize> = row_ptr[..rows].iter().map(|&p| p as usize).collect();
-        for c in 0..nch {
-            let (r0, r1) = (c * ROW_CHUNK, ((c + 1) * ROW_CHUNK).min(rows));
-            for b in 0..nkb {
-                start.push(off.len() as u32);
-                let lim = ((b + 1) * K_BLOCK).min(cols) as u32;
-                for r in r0..r1 {
-                    let (s, end) = (cursor[r], row_ptr[r + 1] as usize);
-                    let mut e = s;
-                    while e < end && col_idx[e] < lim {
-                        off.push((col_idx[e] as usize - b * K_BLOCK) as u16);
-                        src.push(e as u32);
-                        e += 1;
-                    }
-                    len[r0 * nkb + b * (r1 - r0) + (r - r0)] = (e - s) as u16;
-                    cursor[r] = e;
-                }
-            }
-        }
-        start.push(off.len() as u32);
-        let val = src.iter().map(|&e| a.values()[e as usize]).collect();
-        BlockedCsr {
+        let kb = K_BLOCK.min(cols);
+        let nkb = cols.div_ceil(kb);
+        let chunks: Vec<ChunkLayout> = (0..rows.div_ceil(ROW_CHUNK))
+            .into_par_iter()
+            .map(|c| build_chunk(a, c, kb, nkb))
+            .collect();
+        let mut l = BlockedCsr {
             rows,
             cols,
-            len,
-            start,
-            off,
-            val,
-            src,
+            kb,
+            gstart: Vec::with_capacity(chunks.len() * nkb + 1),
+            estart: Vec::with_capacity(chunks.len() * nkb + 1),
+            glen: Vec::new(),
+            grow: Vec::new(),
+            off: Vec::new(),
+            val: Vec::new(),
+            src: Vec::new(),
+        };
+        for ch in chunks {
+            let (mut g, mut e) = (l.glen.len() as u32, l.off.len() as u32);
+            for (&ng, &ne) in ch.groups.iter().zip(&ch.entries) {
+                l.gstart.push(g);
+                l.estart.push(e);
+                g += ng;
+                e += ne;
+            }
+            l.glen.extend(ch.glen);
+            l.grow.extend(ch.grow);
+            l.off.extend(ch.off);
+            l.val.extend(ch.val);
+            l.src.extend(ch.src);
         }
+        l.gstart.push(l.glen.len() as u32);
+        l.estart.push(l.off.len() as u32);
+        l
     }
 
     /// Copies the values of `a` (same structure as at build) into the layout.
     pub(crate) fn refresh(&mut self, a: &Csr) {
         let v = a.values();
         for (d, &e) in self.val.iter_mut().zip(&self.src) {
-            *d = v[e as usize];
+            if e != PAD {
+                *d = v[e as usize];
+            }
         }
     }
 
     /// `out (rows x n) = alpha · A · X + beta · out` for row-major `X (cols x n)`. Each output
-    /// element sums its products block by block in a fixed order (deterministic).
+    /// element sums its products block by block, in column order within a block (one FMA
+    /// chain, independent of the thread count).
     pub(crate) fn spmm(
         &self,
         x: &[f32],
@@ -119,7 +156,7 @@ impl BlockedCsr {
         if n == 0 || self.rows == 0 {
             return;
         }
-        // Panels of X: (first column, registers), each packed as `cols x 16·regs` floats.
+        // Panels of X: (first column, registers).
         let mut panels = Vec::new();
         let mut j0 = 0;
         while j0 < n {
@@ -127,9 +164,11 @@ impl BlockedCsr {
             panels.push((j0, regs));
             j0 += 16 * regs;
         }
-        PACKED.with_borrow_mut(|packed| {
-            packed.resize(self.cols * n.div_ceil(16) * 16, 0.0);
-            pack(x, n, self.cols, &panels, packed, parallel);
+        // Floats of one packed column of a panel: every block's rows plus its zero row.
+        let panel_rows = self.cols.div_ceil(self.kb) * (self.kb + 1);
+        PACKED.with_borrow_mut(|buf| {
+            let packed = buf.get(panel_rows * n.div_ceil(16) * 16);
+            pack(x, n, self.cols, self.kb, &panels, packed, parallel);
             let packed = &packed[..];
             let nch = self.rows.div_ceil(ROW_CHUNK);
             let out_ptr = SharedOut(out.as_mut_ptr());
@@ -138,7 +177,7 @@ impl BlockedCsr {
             let task = |t: usize| {
                 let (c, p) = (t / panels.len(), t % panels.len());
                 let (j0, regs) = panels[p];
-                let xp = &packed[self.cols * j0..self.cols * (j0 + 16 * regs)];
+                let xp = &packed[panel_rows * j0..panel_rows * (j0 + 16 * regs)];
                 let tile = Tile {
                     chunk: c,
                     j0,
@@ -147,8 +186,8 @@ impl BlockedCsr {
                     alpha,
                     beta,
                 };
-                PARTIAL.with_borrow_mut(|part| {
-                    part.resize(ROW_CHUNK * 16 * MAX_REGS, 0.0);
+                PARTIAL.with_borrow_mut(|buf| {
+                    let part = buf.get((ROW_CHUNK + 1) * 16 * regs);
                     // SAFETY: AVX-512 was checked above; tasks write disjoint (chunk rows x
                     // panel columns) tiles of `out`, which holds rows x n floats (checked).
                     unsafe { kernel::panel(self, xp, regs, &tile, part, out_ptr.get()) }
@@ -163,41 +202,124 @@ impl BlockedCsr {
     }
 }
 
-std::thread_local! {
-    /// Packed `X` panels, reused across calls on the calling thread.
-    static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// A task's running sums (chunk rows x panel width), reused on each worker thread.
-    static PARTIAL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Row chunk `c` of `a`: per block, its rows sorted by segment length (longest first, then
+/// by row) and taken `GROUP` at a time, entries interleaved step by step and padded.
+fn build_chunk(a: &Csr, c: usize, kb: usize, nkb: usize) -> ChunkLayout {
+    let (row_ptr, col_idx, values) = (a.row_ptr(), a.col_idx(), a.values());
+    let (r0, r1) = (c * ROW_CHUNK, ((c + 1) * ROW_CHUNK).min(a.rows()));
+    let rows = r1 - r0;
+    let mut cursor: Vec<usize> = row_ptr[r0..r1].iter().map(|&p| p as usize).collect();
+    let mut l = ChunkLayout::default();
+    // (segment length, chunk-local row, first CSR entry)
+    let mut seg: Vec<(usize, usize, usize)> = Vec::with_capacity(rows);
+    for b in 0..nkb {
+        let lim = ((b + 1) * kb).min(a.cols()) as u32;
+        seg.clear();
+        for (lr, cur) in cursor.iter_mut().enumerate() {
+            let (s, end) = (*cur, row_ptr[r0 + lr + 1] as usize);
+            let mut e = s;
+            while e < end && col_idx[e] < lim {
+                e += 1;
+            }
+            seg.push((e - s, lr, s));
+            *cur = e;
+        }
+        seg.sort_unstable_by_key(|&(len, lr, _)| (Reverse(len), lr));
+        let (g0, e0) = (l.glen.len(), l.off.len());
+        for grp in seg.chunks(GROUP) {
+            let steps = grp[0].0;
+            l.glen.push(steps as u16);
+            for m in 0..GROUP {
+                l.grow.push(grp.get(m).map_or(rows, |s| s.1) as u16);
+            }
+            for q in 0..steps {
+                for m in 0..GROUP {
+                    match grp.get(m) {
+                        Some(&(len, _, s)) if q < len => {
+                            l.off.push((col_idx[s + q] as usize - b * kb) as u16);
+                            l.val.push(values[s + q]);
+                            l.src.push((s + q) as u32);
+                        }
+                        _ => {
+                            l.off.push(kb as u16);
+                            l.val.push(0.0);
+                            l.src.push(PAD);
+                        }
+                    }
+                }
+            }
+        }
+        l.groups.push((l.glen.len() - g0) as u32);
+        l.entries.push((l.off.len() - e0) as u32);
+    }
+    l
 }
 
-/// Copies `X (k x n)` into `packed`: panel `(j0, regs)` becomes a `k x 16·regs` row-major
-/// block at offset `k · j0`, zero-padded past column `n` (those lanes are never stored,
-/// zeros only keep them cheap).
+/// A reusable buffer whose slices start on a 4 KiB page. Buffers from the allocator's mmap
+/// path start 16 bytes past a page, which splits every 64-byte load across two cache lines;
+/// page alignment also measured faster than 64-byte alignment for the packed panels.
+#[derive(Default)]
+struct PageAligned(Vec<f32>);
+
+impl PageAligned {
+    /// A page-aligned slice of `len` floats (contents unspecified).
+    fn get(&mut self, len: usize) -> &mut [f32] {
+        const PAGE_FLOATS: usize = 4096 / 4;
+        if self.0.len() < len + PAGE_FLOATS {
+            self.0.resize(len + PAGE_FLOATS, 0.0);
+        }
+        let skip = (self.0.as_ptr() as usize).wrapping_neg() % 4096 / 4;
+        &mut self.0[skip..skip + len]
+    }
+}
+
+std::thread_local! {
+    /// Packed `X` panels, reused across calls on the calling thread.
+    static PACKED: std::cell::RefCell<PageAligned> = std::cell::RefCell::default();
+    /// A task's running sums (chunk rows + 1 scratch row, x panel width), per worker thread.
+    static PARTIAL: std::cell::RefCell<PageAligned> = std::cell::RefCell::default();
+}
+
+/// Copies `X (k x n)` into `packed`: panel `(j0, regs)` becomes, at offset `panel_rows · j0`,
+/// one `(kb + 1) x 16·regs` row-major block per column block of `A`: the block's rows of `X`
+/// (zeros past row `k` and past column `n`), then an all-zero row for padding entries.
 fn pack(
     x: &[f32],
     n: usize,
     k: usize,
+    kb: usize,
     panels: &[(usize, usize)],
     packed: &mut [f32],
     parallel: bool,
 ) {
+    let nkb = k.div_ceil(kb);
+    let panel_rows = nkb * (kb + 1);
+    assert!(packed.len() >= panel_rows * n.div_ceil(16) * 16);
     let dst = SharedOut(packed.as_mut_ptr());
-    let rows = |j: usize| {
+    let block = |b: usize| {
         for &(j0, regs) in panels {
             let (w, cols) = (16 * regs, (n - j0).min(16 * regs));
-            // SAFETY: row `j` of panel `j0` lies at `k·j0 + j·w .. + w` inside `packed`
-            // (k · n rounded up to 16 floats); different `j` write disjoint ranges.
-            unsafe {
-                let d = dst.get().add(k * j0 + j * w);
-                std::ptr::copy_nonoverlapping(x.as_ptr().add(j * n + j0), d, cols);
-                std::ptr::write_bytes(d.add(cols), 0, w - cols);
-            };
+            for i in 0..=kb {
+                let j = b * kb + i;
+                // SAFETY: row `i` of block `b` of panel `j0` lies at
+                // `panel_rows·j0 + (b·(kb+1) + i)·w .. + w` inside `packed` (asserted size);
+                // different blocks write disjoint ranges.
+                unsafe {
+                    let d = dst.get().add(panel_rows * j0 + (b * (kb + 1) + i) * w);
+                    if i < kb && j < k {
+                        std::ptr::copy_nonoverlapping(x.as_ptr().add(j * n + j0), d, cols);
+                        std::ptr::write_bytes(d.add(cols), 0, w - cols);
+                    } else {
+                        std::ptr::write_bytes(d, 0, w);
+                    }
+                };
+            }
         }
     };
     if parallel {
-        (0..k).into_par_iter().with_min_len(256).for_each(rows);
+        (0..nkb).into_par_iter().for_each(block);
     } else {
-        (0..k).for_each(rows);
+        (0..nkb).for_each(block);
     }
 }
 
@@ -226,7 +348,7 @@ struct Tile {
 
 #[cfg(target_arch = "x86_64")]
 mod kernel {
-    use super::{BlockedCsr, Tile, K_BLOCK, ROW_CHUNK};
+    use super::{BlockedCsr, Tile, GROUP, ROW_CHUNK};
     use std::arch::x86_64::*;
 
     /// Runs [`tile`] with the panel's register count as a compile-time constant.
@@ -247,19 +369,14 @@ mod kernel {
                 1 => tile::<1>(a, xp, t, part, out),
                 2 => tile::<2>(a, xp, t, part, out),
                 3 => tile::<3>(a, xp, t, part, out),
-                4 => tile::<4>(a, xp, t, part, out),
-                5 => tile::<5>(a, xp, t, part, out),
-                6 => tile::<6>(a, xp, t, part, out),
-                7 => tile::<7>(a, xp, t, part, out),
-                _ => tile::<8>(a, xp, t, part, out),
+                _ => tile::<4>(a, xp, t, part, out),
             }
         }
     }
 
-    /// For every column block, then every row of the chunk: continue the row's FMA chain
-    /// (kept in `part` between blocks) over the segment's entries in `R` zmm registers. After
-    /// the last block, `out = alpha·sum + beta·out`. Each output element is one FMA chain
-    /// over its row's entries in column order.
+    /// For every column block, then every row group of the chunk: continue the members' FMA
+    /// chains (kept in `part` between blocks) over the group's steps in `GROUP x R` zmm
+    /// registers. In the last block, `out = alpha·sum + beta·out`.
     #[target_feature(enable = "avx512f")]
     unsafe fn tile<const R: usize>(
         a: &BlockedCsr,
@@ -268,63 +385,77 @@ mod kernel {
         part: &mut [f32],
         out: *mut f32,
     ) {
-        let nkb = a.cols.div_ceil(K_BLOCK);
+        let nkb = a.cols.div_ceil(a.kb);
         let r0 = t.chunk * ROW_CHUNK;
         let rows = (a.rows - r0).min(ROW_CHUNK);
         let w = 16 * R;
-        assert!(xp.len() == a.cols * w && part.len() >= rows * w);
+        assert!(xp.len() == nkb * (a.kb + 1) * w && part.len() >= (rows + 1) * w);
         assert!(t.j0 + t.width <= t.n && t.width > w - 16 && t.width <= w);
+        // Running sums of every row, plus the scratch row of empty group slots.
+        part[..(rows + 1) * w].fill(0.0);
+        let pp = part.as_mut_ptr();
         // Lanes of the last register that are real columns.
         let tail = ((1u32 << (t.width - 16 * (R - 1))) - 1) as __mmask16;
         let (va, vb) = (_mm512_set1_ps(t.alpha), _mm512_set1_ps(t.beta));
         for b in 0..nkb {
-            let xb = xp[b * K_BLOCK * w..].as_ptr();
-            let (first, last) = (b == 0, b + 1 == nkb);
-            let mut e = a.start[t.chunk * nkb + b] as usize;
-            let lens = &a.len[r0 * nkb + b * rows..][..rows];
-            for (lr, &l) in lens.iter().enumerate() {
-                let l = l as usize;
-                if l == 0 && !first && !last {
-                    continue;
+            // SAFETY (whole block): the group arrays were built together, so every group in
+            // `gstart[cb]..gstart[cb+1]` has GROUP members (< rows + 1) and `GROUP·glen`
+            // entries from `estart[cb]` on, each offset <= kb, i.e. a row of block `b`.
+            let xb = unsafe { xp.as_ptr().add(b * (a.kb + 1) * w) };
+            let last = b + 1 == nkb;
+            let cb = t.chunk * nkb + b;
+            let mut e = a.estart[cb] as usize;
+            for g in a.gstart[cb] as usize..a.gstart[cb + 1] as usize {
+                let steps = a.glen[g] as usize;
+                if steps == 0 && !last {
+                    // Groups are sorted longest first: the rest are empty too.
+                    break;
                 }
-                let (offs, vals) = (&a.off[e..e + l], &a.val[e..e + l]);
-                e += l;
-                let pr = part[lr * w..][..w].as_mut_ptr();
-                let mut acc = [_mm512_setzero_ps(); R];
-                if !first {
+                let members = &a.grow[g * GROUP..][..GROUP];
+                let mut acc = [[_mm512_setzero_ps(); R]; GROUP];
+                for (m, acc) in acc.iter_mut().enumerate() {
+                    let p = unsafe { pp.add(members[m] as usize * w) };
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        // SAFETY: `pr` holds `w = 16·R` floats.
-                        *acc = unsafe { _mm512_loadu_ps(pr.add(16 * r)) };
+                        *acc = unsafe { _mm512_loadu_ps(p.add(16 * r)) };
                     }
                 }
-                for (&o, &v) in offs.iter().zip(vals) {
-                    let vv = _mm512_set1_ps(v);
-                    // SAFETY: `b·K_BLOCK + o` is a column of `A`, i.e. a row of the packed
-                    // panel `xp` (`cols x w` floats).
-                    let xr = unsafe { xb.add(o as usize * w) };
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let xv = unsafe { _mm512_loadu_ps(xr.add(16 * r)) };
-                        *acc = _mm512_fmadd_ps(vv, xv, *acc);
+                let (offs, vals) = (&a.off[e..][..steps * GROUP], &a.val[e..][..steps * GROUP]);
+                e += steps * GROUP;
+                for (so, sv) in offs.chunks_exact(GROUP).zip(vals.chunks_exact(GROUP)) {
+                    for (m, acc) in acc.iter_mut().enumerate() {
+                        let v = _mm512_set1_ps(sv[m]);
+                        let xr = unsafe { xb.add(so[m] as usize * w) };
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let xv = unsafe { _mm512_loadu_ps(xr.add(16 * r)) };
+                            *acc = _mm512_fmadd_ps(v, xv, *acc);
+                        }
                     }
                 }
-                if !last {
+                for (m, acc) in acc.iter().enumerate() {
+                    let lr = members[m] as usize;
+                    if !last {
+                        let p = unsafe { pp.add(lr * w) };
+                        for (r, acc) in acc.iter().enumerate() {
+                            unsafe { _mm512_storeu_ps(p.add(16 * r), *acc) };
+                        }
+                        continue;
+                    }
+                    if lr == rows {
+                        continue;
+                    }
+                    // SAFETY: row r0 + lr < a.rows; columns j0 .. j0 + width <= n; masked
+                    // lanes past `width` are neither read nor written.
+                    let orow = unsafe { out.add((r0 + lr) * t.n + t.j0) };
                     for (r, acc) in acc.iter().enumerate() {
-                        unsafe { _mm512_storeu_ps(pr.add(16 * r), *acc) };
+                        let mask = if r + 1 == R { tail } else { 0xFFFF };
+                        let p = unsafe { orow.add(16 * r) };
+                        let mut res = _mm512_mul_ps(va, *acc);
+                        if t.beta != 0.0 {
+                            let old = unsafe { _mm512_maskz_loadu_ps(mask, p) };
+                            res = _mm512_add_ps(res, _mm512_mul_ps(vb, old));
+                        }
+                        unsafe { _mm512_mask_storeu_ps(p, mask, res) };
                     }
-                    continue;
-                }
-                // SAFETY: row r0 + lr < a.rows; columns j0 .. j0 + width <= n; masked lanes
-                // past `width` are neither read nor written.
-                let orow = unsafe { out.add((r0 + lr) * t.n + t.j0) };
-                for (r, acc) in acc.iter().enumerate() {
-                    let m = if r + 1 == R { tail } else { 0xFFFF };
-                    let p = unsafe { orow.add(16 * r) };
-                    let mut res = _mm512_mul_ps(va, *acc);
-                    if t.beta != 0.0 {
-                        let old = unsafe { _mm512_maskz_loadu_ps(m, p) };
-                        res = _mm512_add_ps(res, _mm512_mul_ps(vb, old));
-                    }
-                    unsafe { _mm512_mask_storeu_ps(p, m, res) };
                 }
             }
         }
@@ -424,6 +555,52 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Padding entries (rows shorter than their group's longest) read the packed zero row,
+    /// never a real row of `X`: a NaN row of `X` that no entry references must not leak into
+    /// any output, and the output matches the plain CSR result.
+    #[test]
+    fn padding_never_reads_x() {
+        if !crate::simd::has_avx512() {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        let (rows, cols, n) = (700, 600, 40);
+        let a = random_csr(rows, cols, 0.05, 5);
+        // Drop every entry in column 0 (and keep rows of uneven lengths).
+        let (mut ptr, mut idx, mut vals) = (vec![0u32], vec![], vec![]);
+        for r in 0..rows {
+            let (ri, rv) = a.row(r);
+            for (&c, &v) in ri.iter().zip(rv) {
+                if c != 0 {
+                    idx.push(c);
+                    vals.push(v);
+                }
+            }
+            ptr.push(idx.len() as u32);
+        }
+        let a = Csr::from_parts(&[rows, cols], ptr, idx, vals).unwrap();
+        let mut st = 7;
+        let mut x: Vec<f32> = (0..cols * n).map(|_| lcg(&mut st)).collect();
+        x[..n].fill(f32::NAN);
+        let mut out = vec![0.0; rows * n];
+        BlockedCsr::new(&a).spmm(&x, n, 1.0, 0.0, &mut out, true);
+        for r in 0..rows {
+            let (ri, rv) = a.row(r);
+            for j in 0..n {
+                let want: f64 = ri
+                    .iter()
+                    .zip(rv)
+                    .map(|(&c, &v)| v as f64 * x[c as usize * n + j] as f64)
+                    .sum();
+                let got = out[r * n + j];
+                assert!(
+                    (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "({r}, {j}): {got} vs {want}"
+                );
             }
         }
     }
