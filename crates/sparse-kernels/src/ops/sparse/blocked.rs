@@ -13,8 +13,8 @@
 //! sums live in a per-task buffer between blocks.
 //!
 //! Measured on 4096x4096 · 4096x256 (`docs/benchmarks.md`): 1.6-1.9x faster than the CSR
-//! kernel from 70% to 95% sparsity (1.26x at 98%, 1.06x at 99%), 11.9x faster than dense
-//! SGEMM at 95%.
+//! kernel from 70% to 95% sparsity (1.26x at 98%, even at 99%), 11.3-11.9x faster than
+//! dense SGEMM at 95%.
 //!
 //! The structure is built once per mask (O(nnz), chunks in parallel); [`BlockedCsr::refresh`]
 //! copies new values in O(nnz) after each optimizer step, like the CSR transpose of
