@@ -490,6 +490,36 @@ mod tests {
         Csr::from_parts(&[rows, cols], ptr, idx, vals).unwrap()
     }
 
+    /// `out == alpha · A · X + beta · out0`, against an f64 reference, to 1e-5 relative.
+    #[allow(clippy::too_many_arguments)]
+    fn assert_matches_f64(
+        a: &Csr,
+        x: &[f32],
+        n: usize,
+        alpha: f32,
+        beta: f32,
+        out0: &[f32],
+        out: &[f32],
+        ctx: &str,
+    ) {
+        for r in 0..a.rows() {
+            let (idx, vals) = a.row(r);
+            for j in 0..n {
+                let dot: f64 = idx
+                    .iter()
+                    .zip(vals)
+                    .map(|(&c, &v)| v as f64 * x[c as usize * n + j] as f64)
+                    .sum();
+                let want = alpha as f64 * dot + beta as f64 * out0[r * n + j] as f64;
+                let got = out[r * n + j] as f64;
+                assert!(
+                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{ctx} ({r}, {j}): {got} vs {want}"
+                );
+            }
+        }
+    }
+
     /// Several row chunks and column blocks, every panel width (full 128-column panels, a
     /// 1..8-register tail, a masked last register), alpha/beta, an all-zero matrix and a
     /// refresh, against an f64 reference; serial and parallel runs agree bit for bit.
@@ -539,22 +569,8 @@ mod tests {
                     .iter()
                     .zip(&serial)
                     .all(|(p, s)| p.to_bits() == s.to_bits()));
-                for r in 0..rows {
-                    let (idx, vals) = a.row(r);
-                    for j in 0..n {
-                        let dot: f64 = idx
-                            .iter()
-                            .zip(vals)
-                            .map(|(&c, &v)| v as f64 * x[c as usize * n + j] as f64)
-                            .sum();
-                        let want = alpha as f64 * dot + beta as f64 * out0[r * n + j] as f64;
-                        let got = out[r * n + j] as f64;
-                        assert!(
-                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                            "case {ci} round {round} ({r}, {j}): {got} vs {want}"
-                        );
-                    }
-                }
+                let ctx = format!("case {ci} round {round}");
+                assert_matches_f64(&a, &x, n, alpha, beta, &out0, out, &ctx);
             }
         }
     }
@@ -588,20 +604,6 @@ mod tests {
         x[..n].fill(f32::NAN);
         let mut out = vec![0.0; rows * n];
         BlockedCsr::new(&a).spmm(&x, n, 1.0, 0.0, &mut out, true);
-        for r in 0..rows {
-            let (ri, rv) = a.row(r);
-            for j in 0..n {
-                let want: f64 = ri
-                    .iter()
-                    .zip(rv)
-                    .map(|(&c, &v)| v as f64 * x[c as usize * n + j] as f64)
-                    .sum();
-                let got = out[r * n + j];
-                assert!(
-                    (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                    "({r}, {j}): {got} vs {want}"
-                );
-            }
-        }
+        assert_matches_f64(&a, &x, n, 1.0, 0.0, &vec![0.0; rows * n], &out, "NaN row");
     }
 }
