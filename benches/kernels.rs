@@ -8,7 +8,7 @@ use sparse_core::{drop_and_grow, Mask};
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
 use sparse_kernels::ops::gemm::gemm;
 use sparse_kernels::ops::sparse::{sparse_weight_mm_into, spmm_into};
-use sparse_kernels::{SparseWeight, Tensor, WeightGrad, WeightRef};
+use sparse_kernels::{DeviceMask, SparseWeight, Tensor, WeightGrad, WeightRef};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ fn tensor(shape: &[usize], seed: u64) -> Tensor {
 }
 
 fn masked(w: &Tensor, m: &Mask) -> Tensor {
-    let mut v = w.to_vec();
+    let mut v = w.to_host().unwrap();
     m.apply(&mut v).unwrap();
     Tensor::cpu(w.shape(), v).unwrap()
 }
@@ -72,7 +72,7 @@ fn spmm_vs_dense(c: &mut Criterion) {
         b.iter(|| gemm(1.0, &w, false, &x, false, 0.0, &mut out).unwrap())
     });
     for s in [70u32, 80, 90, 95, 98, 99] {
-        let mk = mask(&[m, k], 1.0 - s as f64 / 100.0, s as u64);
+        let mk = DeviceMask::cpu(mask(&[m, k], 1.0 - s as f64 / 100.0, s as u64));
         let sw = SparseWeight::new(&w, &mk).unwrap();
         g.bench_with_input(BenchmarkId::new("csr", s), &sw, |b, sw| {
             b.iter(|| spmm_into(1.0, black_box(sw.csr()), &x, 0.0, &mut out).unwrap())
@@ -106,8 +106,8 @@ fn conv_train_step(c: &mut Criterion) {
         })
     });
     for s in [70u32, 80, 90, 98] {
-        let mk = mask(w.shape(), 1.0 - s as f64 / 100.0, s as u64);
-        let wm = masked(&w, &mk);
+        let mk = DeviceMask::cpu(mask(w.shape(), 1.0 - s as f64 / 100.0, s as u64));
+        let wm = masked(&w, mk.mask());
         let sw = SparseWeight::new(&wm, &mk).unwrap();
         g.bench_with_input(BenchmarkId::new("sparse", s), &sw, |b, sw| {
             b.iter(|| {

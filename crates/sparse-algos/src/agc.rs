@@ -5,6 +5,9 @@
 //! snapshot mini-batch losses. The trainer runs the passes; this type holds the state and
 //! the arithmetic. It wraps any method: the mask update still uses the uncorrected `g`.
 
+use sparse_kernels::ops::activation::{control_variate, scale};
+use sparse_kernels::Tensor;
+
 use crate::error::{AlgoError, Result};
 use crate::method::{check_len, AlgoState};
 
@@ -29,13 +32,15 @@ impl Default for AgcConfig {
     }
 }
 
-/// AGC state: snapshot parameters θ̃, full-gradient estimate μ̃ (dense), τ̂.
+/// AGC state: snapshot parameters θ̃, full-gradient estimate μ̃ (dense), τ̂, as tensors on
+/// the parameters' device. The trainer swaps the snapshot in and out of the model
+/// ([`Agc::snapshot_mut`]) instead of copying it.
 #[derive(Debug, Clone)]
 pub struct Agc {
     cfg: AgcConfig,
     tau: f64,
-    mu: Vec<Vec<f32>>,
-    snapshot: Vec<Vec<f32>>,
+    mu: Vec<Tensor>,
+    snapshot: Vec<Tensor>,
 }
 
 /// The epoch regression coefficient `Cov(ℓ, ℓ̃) / Var(ℓ̃)` (sample statistics, ddof = 1);
@@ -67,7 +72,7 @@ pub fn tau_estimate(losses: &[f64], snapshot_losses: &[f64]) -> f64 {
 
 impl Agc {
     /// AGC with the snapshot = the initial parameters (A-ITOP semantics) and μ̃ = 0.
-    pub fn new(cfg: AgcConfig, initial_params: Vec<Vec<f32>>) -> Result<Self> {
+    pub fn new(cfg: AgcConfig, initial_params: Vec<Tensor>) -> Result<Self> {
         if !(cfg.gamma >= 0.0
             && cfg.gamma.is_finite()
             && (0.0..=1.0).contains(&cfg.alpha)
@@ -75,7 +80,10 @@ impl Agc {
         {
             return Err(AlgoError::Config(format!("invalid AGC config {cfg:?}")));
         }
-        let mu = initial_params.iter().map(|p| vec![0f32; p.len()]).collect();
+        let mu = initial_params
+            .iter()
+            .map(|p| Tensor::zeros(p.shape(), p.device()))
+            .collect::<std::result::Result<_, _>>()?;
         Ok(Agc {
             cfg,
             tau: cfg.tau0,
@@ -94,13 +102,18 @@ impl Agc {
         self.cfg.gamma * self.tau
     }
 
-    /// Snapshot parameters θ̃ (one vector per trainable parameter).
-    pub fn snapshot(&self) -> &[Vec<f32>] {
+    /// Snapshot parameters θ̃ (one tensor per trainable parameter).
+    pub fn snapshot(&self) -> &[Tensor] {
         &self.snapshot
     }
 
+    /// The snapshot, for swapping with the model's values (`std::mem::swap`).
+    pub fn snapshot_mut(&mut self) -> &mut [Tensor] {
+        &mut self.snapshot
+    }
+
     /// μ̃ of parameter `p`.
-    pub fn mu(&self, p: usize) -> &[f32] {
+    pub fn mu(&self, p: usize) -> &Tensor {
         &self.mu[p]
     }
 
@@ -109,43 +122,45 @@ impl Agc {
         &mut self,
         losses: &[f64],
         snapshot_losses: &[f64],
-        grad_sum: Vec<Vec<f32>>,
+        grad_sum: Vec<Tensor>,
         batches: usize,
-        current: Vec<Vec<f32>>,
+        current: Vec<Tensor>,
     ) -> Result<()> {
         check_len("AGC parameters", grad_sum.len(), self.mu.len())?;
         check_len("AGC parameters", current.len(), self.snapshot.len())?;
         let tau_e = tau_estimate(losses, snapshot_losses);
         self.tau = (1.0 - self.cfg.alpha) * self.tau + self.cfg.alpha * tau_e;
         let inv = 1.0 / batches.max(1) as f32;
-        self.mu = grad_sum
-            .into_iter()
-            .map(|g| g.into_iter().map(|v| v * inv).collect())
-            .collect();
+        self.mu = grad_sum;
+        for m in &mut self.mu {
+            scale(m, inv)?;
+        }
         self.snapshot = current;
         Ok(())
     }
 
-    /// In place: `g ← g + c·(μ̃ − g̃)` for parameter `p`.
-    pub fn correct(&self, p: usize, g: &mut [f32], g_snapshot: &[f32]) -> Result<()> {
-        check_len("AGC gradient", g.len(), self.mu[p].len())?;
-        check_len("AGC snapshot gradient", g_snapshot.len(), self.mu[p].len())?;
-        let c = self.coefficient() as f32;
-        for ((g, &m), &gs) in g.iter_mut().zip(&self.mu[p]).zip(g_snapshot) {
-            *g += c * (m - gs);
-        }
+    /// In place: `g̃ ← g + c·(μ̃ − g̃)` for parameter `p`: `snapshot_grad` holds the snapshot
+    /// model's gradient on entry and the corrected gradient on return.
+    pub fn correct(&self, p: usize, snapshot_grad: &mut Tensor, g: &Tensor) -> Result<()> {
+        check_len("AGC gradient", g.numel(), self.mu[p].numel())?;
+        check_len(
+            "AGC snapshot gradient",
+            snapshot_grad.numel(),
+            self.mu[p].numel(),
+        )?;
+        control_variate(snapshot_grad, g, &self.mu[p], self.coefficient() as f32)?;
         Ok(())
     }
 
-    /// State to checkpoint.
-    pub fn state(&self) -> AlgoState {
+    /// State to checkpoint (a host copy).
+    pub fn state(&self) -> Result<AlgoState> {
         let mut s = AlgoState::default();
         s.scalars.insert("agc.tau".into(), self.tau);
         for (p, (m, th)) in self.mu.iter().zip(&self.snapshot).enumerate() {
-            s.tensors.insert(format!("agc.mu.{p}"), m.clone());
-            s.tensors.insert(format!("agc.snapshot.{p}"), th.clone());
+            s.tensors.insert(format!("agc.mu.{p}"), m.to_host()?);
+            s.tensors.insert(format!("agc.snapshot.{p}"), th.to_host()?);
         }
-        s
+        Ok(s)
     }
 
     /// Restores [`state`](Self::state).
@@ -154,10 +169,11 @@ impl Agc {
         for p in 0..self.mu.len() {
             let m = s.tensor(&format!("agc.mu.{p}"))?;
             let th = s.tensor(&format!("agc.snapshot.{p}"))?;
-            check_len("agc.mu", m.len(), self.mu[p].len())?;
-            check_len("agc.snapshot", th.len(), self.snapshot[p].len())?;
-            self.mu[p] = m.clone();
-            self.snapshot[p] = th.clone();
+            check_len("agc.mu", m.len(), self.mu[p].numel())?;
+            check_len("agc.snapshot", th.len(), self.snapshot[p].numel())?;
+            let (shape, dev) = (self.mu[p].shape().to_vec(), self.mu[p].device());
+            self.mu[p] = Tensor::from_vec(&shape, m.clone(), dev)?;
+            self.snapshot[p] = Tensor::from_vec(&shape, th.clone(), dev)?;
         }
         Ok(())
     }

@@ -4,8 +4,11 @@
 //! counts, §0.2 ties), so each layer's nonzero count never changes.
 
 use rand_core::RngCore;
-use sparse_core::{select, stream_rng, Candidates, Mask, Order, Parallelism, Schedule};
-use sparse_kernels::ops::mask_update::{accumulate_activity, update_layer};
+use sparse_core::{standard_normal, stream_rng, Order, Schedule};
+use sparse_kernels::ops::mask_update::{
+    abs_scores, accumulate_activity, nonneg_within, select_mask, update_layer, GrowInit,
+};
+use sparse_kernels::{IndexTensor, Tensor};
 
 use crate::error::{AlgoError, Result};
 use crate::method::{
@@ -67,7 +70,7 @@ pub enum GrowRule {
 
 /// Initial value of newly grown weights (their momentum is always zeroed).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum GrowInit {
+pub enum GrowInitRule {
     /// 0 (RigL, JAXP, ITOP, Keras SET).
     Zero,
     /// `N(0, std²)` from a seeded stream (official SET: `randn/10`, std 0.1).
@@ -99,7 +102,7 @@ pub struct DstConfig {
     /// Grow rule.
     pub grow: GrowRule,
     /// New-weight initialisation.
-    pub grow_init: GrowInit,
+    pub grow_init: GrowInitRule,
     /// Optional RigL drop noise σ (spec: 1e-5; off by default for determinism tests).
     pub drop_noise: Option<f32>,
     /// Seed of random growth, noise and initialisation.
@@ -131,10 +134,9 @@ impl DstConfig {
 #[derive(Debug, Clone)]
 pub struct DropGrow {
     cfg: DstConfig,
-    /// Per layer: DST-EE activity counters `N_i` (empty unless `GrowRule::Explore`).
-    counters: Vec<Vec<u32>>,
-    /// Per layer: ITOP fired mask (ever active), for coverage.
-    fired: Vec<Mask>,
+    /// Per layer: DST-EE activity counters `N_i` (empty unless `GrowRule::Explore`), on the
+    /// layer's device.
+    counters: Vec<IndexTensor>,
     updates: u64,
 }
 
@@ -145,7 +147,6 @@ impl DropGrow {
         Ok(DropGrow {
             cfg,
             counters: Vec::new(),
-            fired: Vec::new(),
             updates: 0,
         })
     }
@@ -155,57 +156,63 @@ impl DropGrow {
         &self.cfg
     }
 
-    /// Fraction of sparsifiable weights ever active so far (ITOP `R_s`, DST-EE coverage).
-    pub fn coverage(&self) -> f64 {
-        let (on, n): (usize, usize) = self
-            .fired
-            .iter()
-            .fold((0, 0), |(a, b), m| (a + m.count_ones(), b + m.len()));
-        if n == 0 {
-            0.0
-        } else {
-            on as f64 / n as f64
-        }
+    /// DST-EE counters of layer `l` (a host copy).
+    pub fn counters(&self, l: usize) -> Result<Option<Vec<u32>>> {
+        self.counters
+            .get(l)
+            .map(|c| c.to_host())
+            .transpose()
+            .map_err(Into::into)
     }
 
-    /// DST-EE counters of layer `l`.
-    pub fn counters(&self, l: usize) -> Option<&[u32]> {
-        self.counters.get(l).map(|v| v.as_slice())
+    fn ensure_state(&mut self, layers: &[Layer]) -> Result<()> {
+        if !matches!(self.cfg.grow, GrowRule::Explore { .. }) {
+            return Ok(());
+        }
+        if self.counters.is_empty() {
+            self.counters = layers
+                .iter()
+                .map(|l| IndexTensor::zeros(&[l.mask.len()], l.weight.device()))
+                .collect::<std::result::Result<_, _>>()?;
+        }
+        check_len("activity counters", self.counters.len(), layers.len())?;
+        for (c, l) in self.counters.iter_mut().zip(layers) {
+            check_len("activity", c.numel(), l.mask.len())?;
+            if c.device() != l.weight.device() {
+                *c = c.clone().to_device(l.weight.device())?;
+            }
+        }
+        Ok(())
     }
 
-    fn ensure_state(&mut self, layers: &[Layer]) {
-        if self.fired.len() != layers.len() {
-            self.fired = layers.iter().map(|l| l.mask.clone()).collect();
-        }
-        if matches!(self.cfg.grow, GrowRule::Explore { .. }) && self.counters.len() != layers.len()
-        {
-            self.counters = layers.iter().map(|l| vec![0u32; l.mask.len()]).collect();
-        }
+    fn seed_at(&self, t: u64) -> u64 {
+        self.cfg.seed ^ t.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 
     fn rng(&self, t: u64, layer: usize, purpose: u64) -> rand_chacha::ChaCha8Rng {
-        stream_rng(
-            self.cfg.seed ^ t.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            (layer as u64) << 8 | purpose,
-        )
+        stream_rng(self.seed_at(t), stream(layer, purpose))
     }
 
-    fn grow_scores(&self, t: u64, l: usize, layer: &Layer) -> Vec<f32> {
-        match self.cfg.grow {
+    fn grow_scores(&self, t: u64, l: usize, layer: &Layer) -> Result<Tensor> {
+        let dev = layer.weight.device();
+        Ok(match self.cfg.grow {
             GrowRule::Random => {
                 let mut rng = self.rng(t, l, 1);
-                (0..layer.mask.len())
+                let v = (0..layer.mask.len())
                     .map(|_| (rng.next_u32() >> 8) as f32)
-                    .collect()
+                    .collect();
+                Tensor::from_vec(layer.mask.shape(), v, dev)?
             }
-            GrowRule::Gradient => layer.grad.as_slice().iter().map(|g| g.abs()).collect(),
+            GrowRule::Gradient => abs_scores(layer.grad)?,
             GrowRule::Explore {
                 c,
                 eps,
                 normalize,
                 per_iteration,
             } => {
-                let g = layer.grad.as_slice();
+                // The exploration bonus reads the counters on the host (DST-EE only).
+                let g = layer.grad.to_host()?;
+                let counts = self.counters[l].to_host()?;
                 let scale = if normalize {
                     let m = g.iter().fold(0f32, |a, v| a.max(v.abs()));
                     if m > 0.0 {
@@ -218,56 +225,42 @@ impl DropGrow {
                 };
                 let tt = if per_iteration { t } else { self.updates };
                 let ln_t = (tt.max(2) as f64).ln();
-                g.iter()
-                    .zip(&self.counters[l])
+                let v = g
+                    .iter()
+                    .zip(&counts)
                     .map(|(gv, &n)| {
                         (gv.abs() as f64 * scale + c * (ln_t / (n as f64 + eps)).sqrt()) as f32
                     })
-                    .collect()
+                    .collect();
+                Tensor::from_vec(layer.mask.shape(), v, dev)?
             }
-        }
+        })
     }
 
     /// Drop scores whose `n` smallest active entries are exactly the SET sign-split drop set.
-    fn sign_split_scores(layer: &Layer, f: f64, rounding: Rounding) -> Result<(Vec<f32>, usize)> {
-        let w = layer.weight.as_slice();
-        let shape = layer.mask.shape().to_vec();
-        let pos = Mask::from_bools(
-            &shape,
-            &w.iter()
-                .enumerate()
-                .map(|(i, &v)| layer.mask.get(i) && v >= 0.0)
-                .collect::<Vec<_>>(),
-        )?;
-        let neg = layer.mask.and_not(&pos)?;
+    fn sign_split_scores(layer: &Layer, f: f64, rounding: Rounding) -> Result<(Tensor, usize)> {
+        let active = layer.mask.mask();
+        let pos = nonneg_within(layer.weight, active)?;
+        let neg = active.and_not(&pos)?;
         let (np, nn) = (
             rounding.apply(f * pos.count_ones() as f64),
             rounding.apply(f * neg.count_ones() as f64),
         );
-        let dp = select(
-            &shape,
-            w,
-            np,
-            Candidates::Set(&pos),
-            Order::Smallest,
-            Parallelism::Auto,
-        )?;
-        let dn = select(
-            &shape,
-            w,
-            nn,
-            Candidates::Set(&neg),
-            Order::Largest,
-            Parallelism::Auto,
-        )?;
+        let dp = select_mask(layer.weight, np, Some(&pos), Order::Smallest)?;
+        let dn = select_mask(layer.weight, nn, Some(&neg), Order::Largest)?;
         let drop = dp.or(&dn)?;
+        let scores = (0..drop.len())
+            .map(|i| if drop.get(i) { 0.0 } else { 1.0 })
+            .collect();
         Ok((
-            (0..w.len())
-                .map(|i| if drop.get(i) { 0.0 } else { 1.0 })
-                .collect(),
+            Tensor::from_vec(active.shape(), scores, layer.weight.device())?,
             np + nn,
         ))
     }
+}
+
+fn stream(layer: usize, purpose: u64) -> u64 {
+    (layer as u64) << 8 | purpose
 }
 
 impl SparseMethod for DropGrow {
@@ -291,27 +284,36 @@ impl SparseMethod for DropGrow {
     }
 
     fn update(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<UpdateReport> {
-        self.ensure_state(layers);
+        self.ensure_state(layers)?;
         let f = self.cfg.drop_fraction.at(t.step);
         let mut report = UpdateReport::default();
         #[allow(clippy::needless_range_loop)] // `layers[l]` is borrowed twice below
         for l in 0..layers.len() {
-            let grow = self.grow_scores(t.step, l, &layers[l]);
+            let grow = self.grow_scores(t.step, l, &layers[l])?;
             let layer = &mut layers[l];
             let active = layer.mask.count_ones();
             let (drop, n) = match self.cfg.drop {
                 DropRule::Magnitude => {
-                    let mut d: Vec<f32> = layer.weight.as_slice().iter().map(|w| w.abs()).collect();
+                    let mut d = abs_scores(layer.weight)?;
                     if let Some(sigma) = self.cfg.drop_noise {
                         let mut rng = self.rng(t.step, l, 2);
-                        d.iter_mut().for_each(|v| *v += sigma * normal(&mut rng));
+                        let mut v = d.into_host()?;
+                        v.iter_mut()
+                            .for_each(|v| *v += sigma * standard_normal(&mut rng));
+                        d = Tensor::from_vec(layer.weight.shape(), v, layer.weight.device())?;
                     }
                     (d, self.cfg.rounding.apply(f * active as f64).min(active))
                 }
                 DropRule::SignSplit => Self::sign_split_scores(layer, f, self.cfg.rounding)?,
             };
-            let mut init_rng = self.rng(t.step, l, 3);
-            let init = self.cfg.grow_init;
+            let init = match self.cfg.grow_init {
+                GrowInitRule::Zero => GrowInit::Zero,
+                GrowInitRule::Normal { std } => GrowInit::Normal {
+                    std,
+                    seed: self.seed_at(t.step),
+                    stream: stream(l, 3),
+                },
+            };
             let dg = update_layer(
                 layer.weight,
                 layer.mask,
@@ -319,18 +321,14 @@ impl SparseMethod for DropGrow {
                 &drop,
                 &grow,
                 n,
-                |_| match init {
-                    GrowInit::Zero => 0.0,
-                    GrowInit::Normal { std } => std * normal(&mut init_rng),
-                },
+                init,
             )?;
-            assert_eq!(
-                layer.mask.count_ones(),
-                active,
-                "budget of `{}` changed",
-                layer.name
-            );
-            self.fired[l] = self.fired[l].reshape(layer.mask.shape())?.or(layer.mask)?;
+            if layer.mask.count_ones() != active {
+                return Err(AlgoError::State(format!(
+                    "drop-and-grow changed the budget of `{}`",
+                    layer.name
+                )));
+            }
             report.layers.push(LayerReport {
                 name: layer.name.to_string(),
                 dropped: dg.dropped.len(),
@@ -352,7 +350,7 @@ impl SparseMethod for DropGrow {
     }
 
     fn on_step_end(&mut self, _t: &StepInfo, layers: &mut [Layer]) -> Result<()> {
-        self.ensure_state(layers);
+        self.ensure_state(layers)?;
         if let GrowRule::Explore {
             per_iteration: true,
             ..
@@ -365,44 +363,28 @@ impl SparseMethod for DropGrow {
         Ok(())
     }
 
-    fn state(&self) -> AlgoState {
+    fn state(&self) -> Result<AlgoState> {
         let mut s = AlgoState::default();
         s.scalars.insert("updates".into(), self.updates as f64);
         for (l, c) in self.counters.iter().enumerate() {
-            s.counters.insert(format!("activity.{l}"), c.clone());
+            s.counters.insert(format!("activity.{l}"), c.to_host()?);
         }
-        for (l, m) in self.fired.iter().enumerate() {
-            s.counters.insert(
-                format!("fired.{l}"),
-                m.to_bools().iter().map(|&b| b as u32).collect(),
-            );
-        }
-        s
+        Ok(s)
     }
 
     fn load_state(&mut self, s: &AlgoState) -> Result<()> {
         self.updates = s.scalar("updates")? as u64;
-        self.fired.clear();
         self.counters.clear();
-        for l in 0.. {
-            let Some(f) = s.counters.get(&format!("fired.{l}")) else {
-                break;
-            };
-            let bools: Vec<bool> = f.iter().map(|&v| v != 0).collect();
-            self.fired.push(Mask::from_bools(&[bools.len()], &bools)?);
-            if matches!(self.cfg.grow, GrowRule::Explore { .. }) {
-                let c = s.counter(&format!("activity.{l}"))?;
-                check_len("activity", c.len(), bools.len())?;
-                self.counters.push(c.clone());
+        if matches!(self.cfg.grow, GrowRule::Explore { .. }) {
+            // Restored on the host; `ensure_state` checks them against the layers and moves
+            // them to the layers' device.
+            for l in 0.. {
+                let Some(c) = s.counters.get(&format!("activity.{l}")) else {
+                    break;
+                };
+                self.counters.push(IndexTensor::cpu(&[c.len()], c.clone())?);
             }
         }
         Ok(())
     }
-}
-
-/// A standard normal draw (Box–Muller on the ChaCha stream; version-stable).
-pub(crate) fn normal(rng: &mut impl RngCore) -> f32 {
-    let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }

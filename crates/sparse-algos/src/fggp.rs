@@ -7,8 +7,10 @@
 use sparse_core::{Order, Schedule};
 
 use crate::error::{AlgoError, Result};
-use crate::global::select_global;
-use crate::method::{prune_report, Layer, SparseMethod, StepInfo, UpdateReport};
+use sparse_kernels::ops::mask_update::{abs_scores, select_global};
+use sparse_kernels::Tensor;
+
+use crate::method::{prune_report, refs, Layer, SparseMethod, StepInfo, UpdateReport};
 
 /// Candidate order.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,27 +111,27 @@ impl SparseMethod for Fggp {
         let to_prune = target.floor() as usize;
         let active = ntot - zeros;
         let to_prune = to_prune.min(active);
-        let mag: Vec<Vec<f32>> = pruned_layers
+        let mag: Vec<Tensor> = pruned_layers
             .iter()
-            .map(|l| l.weight.as_slice().iter().map(|w| w.abs()).collect())
-            .collect();
-        let grad: Vec<Vec<f32>> = pruned_layers
+            .map(|l| abs_scores(l.weight))
+            .collect::<std::result::Result<_, _>>()?;
+        let grad: Vec<Tensor> = pruned_layers
             .iter()
-            .map(|l| l.grad.as_slice().iter().map(|g| g.abs()).collect())
-            .collect();
-        let act: Vec<_> = pruned_layers.iter().map(|l| Some(&*l.mask)).collect();
+            .map(|l| abs_scores(l.grad))
+            .collect::<std::result::Result<_, _>>()?;
+        let act: Vec<_> = pruned_layers.iter().map(|l| Some(l.mask.mask())).collect();
         let pruned = match &self.cfg.mode {
             FggpMode::GradientFirst => {
                 let k = ((self.cfg.select_ratio * active as f64).floor() as usize).max(to_prune);
-                let cands = select_global(&grad, &act, k, Order::Smallest)?;
+                let cands = select_global(&refs(&grad), &act, k, Order::Smallest)?;
                 let cref: Vec<_> = cands.iter().map(Some).collect();
-                select_global(&mag, &cref, to_prune, Order::Smallest)?
+                select_global(&refs(&mag), &cref, to_prune, Order::Smallest)?
             }
             FggpMode::Annealing { rate } => {
                 let add = ((active - to_prune) as f64 * rate.at(t.step)).floor() as usize;
-                let cands = select_global(&mag, &act, to_prune + add, Order::Smallest)?;
+                let cands = select_global(&refs(&mag), &act, to_prune + add, Order::Smallest)?;
                 let cref: Vec<_> = cands.iter().map(Some).collect();
-                let restore = select_global(&grad, &cref, add, Order::Largest)?;
+                let restore = select_global(&refs(&grad), &cref, add, Order::Largest)?;
                 cands
                     .iter()
                     .zip(&restore)
@@ -138,8 +140,8 @@ impl SparseMethod for Fggp {
             }
         };
         for (l, p) in pruned_layers.iter_mut().zip(pruned) {
-            let before = l.mask.clone();
-            *l.mask = l.mask.and_not(&p.reshape(l.mask.shape())?)?;
+            let before = l.mask.mask().clone();
+            l.mask.set(before.and_not(&p.reshape(l.mask.shape())?)?)?;
             report.layers.push(prune_report(l, &before)?);
         }
         Ok(report)

@@ -2,11 +2,13 @@
 //! update keep the `N_l − floor(s_l(t)·N_l)` largest `|Ŵ|` of each layer (or globally);
 //! pruned weights stay pruned, their weight and momentum are zeroed. No regrowth.
 
-use sparse_core::{select, Candidates, Order, Parallelism, Schedule};
+use sparse_core::{Order, Schedule};
 
 use crate::error::{AlgoError, Result};
-use crate::global::select_global;
-use crate::method::{prune_report, Layer, SparseMethod, StepInfo, UpdateReport};
+use sparse_kernels::ops::mask_update::{abs_scores, select_global, select_mask};
+use sparse_kernels::Tensor;
+
+use crate::method::{prune_report, refs, Layer, SparseMethod, StepInfo, UpdateReport};
 
 /// GMP configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,19 +81,19 @@ impl SparseMethod for Gmp {
     }
 
     fn update(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<UpdateReport> {
-        let before: Vec<_> = layers.iter().map(|l| l.mask.clone()).collect();
-        let scores: Vec<Vec<f32>> = layers
+        let before: Vec<_> = layers.iter().map(|l| l.mask.mask().clone()).collect();
+        let scores: Vec<Tensor> = layers
             .iter()
-            .map(|l| l.weight.as_slice().iter().map(|w| w.abs()).collect())
-            .collect();
+            .map(|l| abs_scores(l.weight))
+            .collect::<std::result::Result<_, _>>()?;
         if self.cfg.global {
             let n: usize = layers.iter().map(|l| l.mask.len()).sum();
             let active: usize = layers.iter().map(|l| l.mask.count_ones()).sum();
             let keep = keep_count(n, self.target(self.cfg.final_sparsity[0], t.step)).min(active);
-            let cand: Vec<_> = layers.iter().map(|l| Some(&*l.mask)).collect();
-            let masks = select_global(&scores, &cand, keep, Order::Largest)?;
+            let cand: Vec<_> = layers.iter().map(|l| Some(l.mask.mask())).collect();
+            let masks = select_global(&refs(&scores), &cand, keep, Order::Largest)?;
             for (l, m) in layers.iter_mut().zip(masks) {
-                *l.mask = m.reshape(l.mask.shape())?;
+                l.mask.set(m.reshape(l.mask.shape())?)?;
             }
         } else {
             if self.cfg.final_sparsity.len() != layers.len() {
@@ -107,15 +109,8 @@ impl SparseMethod for Gmp {
                     self.target(self.cfg.final_sparsity[i], t.step),
                 )
                 .min(l.mask.count_ones());
-                let shape = l.mask.shape().to_vec();
-                *l.mask = select(
-                    &shape,
-                    &scores[i],
-                    keep,
-                    Candidates::Set(l.mask),
-                    Order::Largest,
-                    Parallelism::Auto,
-                )?;
+                let m = select_mask(&scores[i], keep, Some(l.mask.mask()), Order::Largest)?;
+                l.mask.set(m)?;
             }
         }
         let mut report = UpdateReport::default();

@@ -4,12 +4,13 @@
 //! `|w| > threshold` (which drops all ties).
 
 use sparse_core::{Order, Schedule};
-use sparse_kernels::ops::mask_update::update_layer;
 
 use crate::dst::Rounding;
 use crate::error::{AlgoError, Result};
-use crate::global::select_global;
-use crate::method::{prune_report, Layer, SparseMethod, StepInfo, UpdateReport};
+use sparse_kernels::ops::mask_update::{abs_scores, select_global, update_layer, GrowInit};
+use sparse_kernels::Tensor;
+
+use crate::method::{prune_report, refs, Layer, SparseMethod, StepInfo, UpdateReport};
 
 /// GraNet configuration (defaults from the GraNet CIFAR script).
 #[derive(Debug, Clone, PartialEq)]
@@ -85,21 +86,21 @@ impl SparseMethod for Granet {
     }
 
     fn update(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<UpdateReport> {
-        let before: Vec<_> = layers.iter().map(|l| l.mask.clone()).collect();
+        let before: Vec<_> = layers.iter().map(|l| l.mask.mask().clone()).collect();
         // 1. Gradual global magnitude pruning.
         if let Some(s) = self.target_sparsity(t.step + 1) {
             let n: usize = layers.iter().map(|l| l.mask.len()).sum();
             let active: usize = layers.iter().map(|l| l.mask.count_ones()).sum();
             let keep = ((n as f64 * (1.0 - s)) as usize).min(active);
             if keep < active {
-                let scores: Vec<Vec<f32>> = layers
+                let scores: Vec<Tensor> = layers
                     .iter()
-                    .map(|l| l.weight.as_slice().iter().map(|w| w.abs()).collect())
-                    .collect();
-                let cand: Vec<_> = layers.iter().map(|l| Some(&*l.mask)).collect();
-                let masks = select_global(&scores, &cand, keep, Order::Largest)?;
+                    .map(|l| abs_scores(l.weight))
+                    .collect::<std::result::Result<_, _>>()?;
+                let cand: Vec<_> = layers.iter().map(|l| Some(l.mask.mask())).collect();
+                let masks = select_global(&refs(&scores), &cand, keep, Order::Largest)?;
                 for (l, m) in layers.iter_mut().zip(masks) {
-                    *l.mask = m.reshape(l.mask.shape())?;
+                    l.mask.set(m.reshape(l.mask.shape())?)?;
                 }
             }
         }
@@ -112,8 +113,8 @@ impl SparseMethod for Granet {
         for (l, r) in layers.iter_mut().zip(&mut report.layers) {
             let active = l.mask.count_ones();
             let n = Rounding::Ceil.apply(f * active as f64).min(active);
-            let drop: Vec<f32> = l.weight.as_slice().iter().map(|w| w.abs()).collect();
-            let grow: Vec<f32> = l.grad.as_slice().iter().map(|g| g.abs()).collect();
+            let drop = abs_scores(l.weight)?;
+            let grow = abs_scores(l.grad)?;
             let dg = update_layer(
                 l.weight,
                 l.mask,
@@ -121,14 +122,14 @@ impl SparseMethod for Granet {
                 &drop,
                 &grow,
                 n,
-                |_| 0.0,
+                GrowInit::Zero,
             )?;
-            assert_eq!(
-                l.mask.count_ones(),
-                active,
-                "regeneration changed the budget of `{}`",
-                l.name
-            );
+            if l.mask.count_ones() != active {
+                return Err(AlgoError::State(format!(
+                    "regeneration changed the budget of `{}`",
+                    l.name
+                )));
+            }
             r.dropped += dg.dropped.len();
             r.grown += dg.grown.len();
             r.nnz = active;

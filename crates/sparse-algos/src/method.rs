@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use sparse_core::Mask;
-use sparse_kernels::Tensor;
+use sparse_kernels::ops::mask_update::zero_at;
+use sparse_kernels::{DeviceMask, Tensor};
 
 use crate::error::{AlgoError, Result};
 
@@ -27,8 +28,9 @@ pub struct Layer<'a> {
     pub name: &'a str,
     /// The stored weight (masked in storage, except for methods that keep dense values).
     pub weight: &'a mut Tensor,
-    /// The layer's mask.
-    pub mask: &'a mut Mask,
+    /// The layer's mask; change it only through [`DeviceMask::set`] (or `update_layer`),
+    /// which keeps the device copy and the mask version current.
+    pub mask: &'a mut DeviceMask,
     /// The current mini-batch gradient `∂L/∂Ŵ`: dense on steps where the method asked for
     /// dense gradients, otherwise exact at active positions and 0 elsewhere.
     pub grad: &'a Tensor,
@@ -100,14 +102,16 @@ impl AlgoState {
     }
 }
 
-/// A sparse-training criterion. The trainer calls, every step:
-/// 1. forward/backward, with dense weight gradients iff [`needs_dense_grad`](Self::needs_dense_grad);
-/// 2. [`on_gradients`](Self::on_gradients);
-/// 3. the optimizer step unless [`skip_optimizer_step`](Self::skip_optimizer_step);
-/// 4. [`update`](Self::update) if [`is_update_step`](Self::is_update_step);
-/// 5. [`on_step_end`](Self::on_step_end).
+/// A sparse-training criterion. Every step, the trainer runs forward/backward (with dense
+/// weight gradients iff [`needs_dense_grad`](Self::needs_dense_grad)), then
+/// [`crate::step::apply_step`] calls:
+/// 1. [`on_gradients`](Self::on_gradients);
+/// 2. the optimizer step unless [`skip_optimizer_step`](Self::skip_optimizer_step);
+/// 3. [`update`](Self::update) if [`is_update_step`](Self::is_update_step);
+/// 4. [`on_step_end`](Self::on_step_end);
 ///
-/// and [`on_epoch_start`](Self::on_epoch_start) before each epoch's first step.
+/// and [`crate::step::epoch_start`] calls [`on_epoch_start`](Self::on_epoch_start) before
+/// each epoch's first step.
 pub trait SparseMethod: Send {
     /// Preset-style name.
     fn name(&self) -> &str;
@@ -149,9 +153,9 @@ pub trait SparseMethod: Send {
         let _ = (t, layers);
         Ok(None)
     }
-    /// State to checkpoint.
-    fn state(&self) -> AlgoState {
-        AlgoState::default()
+    /// State to checkpoint (a host copy: the checkpoint boundary).
+    fn state(&self) -> Result<AlgoState> {
+        Ok(AlgoState::default())
     }
     /// Restores [`state`](Self::state) exactly.
     fn load_state(&mut self, state: &AlgoState) -> Result<()> {
@@ -179,17 +183,12 @@ impl SparseMethod for Dense {
 /// Zeroes weight and momentum at positions active in `before` and inactive now, and
 /// reports the layer (pruned count, no growth).
 pub(crate) fn prune_report(layer: &mut Layer, before: &Mask) -> Result<LayerReport> {
-    let pruned = before.and_not(layer.mask)?;
-    let (w, m) = (layer.weight.as_mut_slice(), layer.momentum.as_mut_slice());
-    let mut dropped = 0;
-    for i in pruned.iter_ones() {
-        w[i] = 0.0;
-        m[i] = 0.0;
-        dropped += 1;
-    }
+    let pruned = before.and_not(layer.mask.mask())?;
+    zero_at(layer.weight, &pruned)?;
+    zero_at(layer.momentum, &pruned)?;
     Ok(LayerReport {
         name: layer.name.to_string(),
-        dropped,
+        dropped: pruned.count_ones(),
         grown: 0,
         nnz: layer.mask.count_ones(),
     })
@@ -203,4 +202,9 @@ pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Borrows each tensor (for the slice-of-references ops such as `select_global`).
+pub(crate) fn refs(v: &[Tensor]) -> Vec<&Tensor> {
+    v.iter().collect()
 }

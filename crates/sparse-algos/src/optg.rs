@@ -4,11 +4,14 @@
 //! from a global score threshold with per-layer counts. Pruned weights keep their stored
 //! values (and can return): [`SparseMethod::keeps_dense_values`] is true.
 
-use sparse_core::{Candidates, Order, Parallelism, Schedule};
+use sparse_core::{Order, Schedule};
+use sparse_kernels::ops::mask_update::{at_least, min_at, select_global};
+use sparse_kernels::ops::optim::score_step;
+use sparse_kernels::Tensor;
 
 use crate::error::{AlgoError, Result};
 use crate::method::{
-    check_len, AlgoState, Layer, LayerReport, SparseMethod, StepInfo, UpdateReport,
+    check_len, refs, AlgoState, Layer, LayerReport, SparseMethod, StepInfo, UpdateReport,
 };
 
 /// OptG configuration (OptG CIFAR configs).
@@ -32,8 +35,8 @@ pub struct OptgConfig {
 #[derive(Debug, Clone)]
 pub struct Optg {
     cfg: OptgConfig,
-    scores: Vec<Vec<f32>>,
-    score_momentum: Vec<Vec<f32>>,
+    scores: Vec<Tensor>,
+    score_momentum: Vec<Tensor>,
 }
 
 impl Optg {
@@ -78,53 +81,71 @@ impl Optg {
         self.cfg.target * self.sigma(e)
     }
 
-    /// The scores of layer `l`.
-    pub fn scores(&self, l: usize) -> Option<&[f32]> {
-        self.scores.get(l).map(|v| v.as_slice())
+    /// The scores of layer `l` (a host copy).
+    pub fn scores(&self, l: usize) -> Result<Option<Vec<f32>>> {
+        Ok(self.scores.get(l).map(|v| v.to_host()).transpose()?)
     }
 
-    fn ensure_state(&mut self, layers: &[Layer]) {
+    fn ensure_state(&mut self, layers: &[Layer]) -> Result<()> {
         if self.scores.len() != layers.len() {
-            self.scores = layers.iter().map(|l| vec![0f32; l.mask.len()]).collect();
+            self.scores = layers
+                .iter()
+                .map(|l| Tensor::zeros(l.mask.shape(), l.weight.device()))
+                .collect::<std::result::Result<_, _>>()?;
             self.score_momentum = self.scores.clone();
         }
+        for ((s, b), l) in self
+            .scores
+            .iter_mut()
+            .zip(&mut self.score_momentum)
+            .zip(layers)
+        {
+            check_len("scores", s.numel(), l.mask.len())?;
+            check_len("score momentum", b.numel(), l.mask.len())?;
+            if s.shape() != l.mask.shape() || s.device() != l.weight.device() {
+                let (shape, dev) = (l.mask.shape(), l.weight.device());
+                *s = s.clone().reshape(shape)?.to_device(dev)?;
+                *b = b.clone().reshape(shape)?.to_device(dev)?;
+            }
+        }
+        Ok(())
     }
 
-    /// Sets the scores directly (tests, warm starts).
-    pub fn set_scores(&mut self, scores: Vec<Vec<f32>>) {
-        self.score_momentum = scores.iter().map(|s| vec![0f32; s.len()]).collect();
-        self.scores = scores;
+    /// Sets the scores directly (tests, warm starts); score momentum restarts at 0.
+    pub fn set_scores(&mut self, scores: Vec<Vec<f32>>) -> Result<()> {
+        self.score_momentum = scores
+            .iter()
+            .map(|s| Tensor::zeros(&[s.len()], sparse_kernels::Device::Cpu))
+            .collect::<std::result::Result<_, _>>()?;
+        self.scores = scores
+            .into_iter()
+            .map(|s| Tensor::cpu(&[s.len()], s))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(())
     }
 
     /// Rebuilds the masks for sparsity `p`: `θ` = the K-th largest score over all layers
     /// (`K = floor(N(1 − p))`), and each layer keeps its scores `>= θ` (ties kept).
     pub fn rebuild_masks(&mut self, layers: &mut [Layer], p: f64) -> Result<UpdateReport> {
-        self.ensure_state(layers);
-        let n: usize = self.scores.iter().map(|s| s.len()).sum();
+        self.ensure_state(layers)?;
+        let n: usize = self.scores.iter().map(|s| s.numel()).sum();
         let k = ((n as f64 * (1.0 - p)).floor() as usize).clamp(1, n);
-        let all: Vec<f32> = self.scores.concat();
-        let top = sparse_core::select(
-            &[n],
-            &all,
-            k,
-            Candidates::All,
-            Order::Largest,
-            Parallelism::Auto,
-        )?;
-        let theta = top
-            .iter_ones()
-            .map(|i| all[i])
-            .fold(f32::INFINITY, f32::min);
+        let all = vec![None; self.scores.len()];
+        let top = select_global(&refs(&self.scores), &all, k, Order::Largest)?;
+        let mut theta = f32::INFINITY;
+        for (s, t) in self.scores.iter().zip(&top) {
+            theta = theta.min(min_at(s, t)?);
+        }
         let mut report = UpdateReport::default();
         for (l, s) in layers.iter_mut().zip(&self.scores) {
-            let before = l.mask.clone();
-            let keep: Vec<bool> = s.iter().map(|&v| v >= theta).collect();
-            *l.mask = sparse_core::Mask::from_bools(l.mask.shape(), &keep)?;
+            let before = l.mask.mask().clone();
+            l.mask.set(at_least(s, theta)?)?;
+            let after = l.mask.mask();
             report.layers.push(LayerReport {
                 name: l.name.to_string(),
-                dropped: before.and_not(l.mask)?.count_ones(),
-                grown: l.mask.and_not(&before)?.count_ones(),
-                nnz: l.mask.count_ones(),
+                dropped: before.and_not(after)?.count_ones(),
+                grown: after.and_not(&before)?.count_ones(),
+                nnz: after.count_ones(),
             });
         }
         Ok(report)
@@ -149,7 +170,7 @@ impl SparseMethod for Optg {
     }
 
     fn on_gradients(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<()> {
-        self.ensure_state(layers);
+        self.ensure_state(layers)?;
         let lr = (self.weight_lr(t.epoch) * self.sigma(t.epoch)) as f32;
         let mu = self.cfg.momentum as f32;
         for ((l, s), b) in layers
@@ -157,15 +178,7 @@ impl SparseMethod for Optg {
             .zip(&mut self.scores)
             .zip(&mut self.score_momentum)
         {
-            for (((s, b), &g), &w) in s
-                .iter_mut()
-                .zip(b.iter_mut())
-                .zip(l.grad.as_slice())
-                .zip(l.weight.as_slice())
-            {
-                *b = mu * *b + g * w;
-                *s -= lr * *b;
-            }
+            score_step(s, b, l.grad, l.weight, mu, lr)?;
         }
         Ok(())
     }
@@ -183,13 +196,14 @@ impl SparseMethod for Optg {
         self.rebuild_masks(layers, p).map(Some)
     }
 
-    fn state(&self) -> AlgoState {
+    fn state(&self) -> Result<AlgoState> {
         let mut s = AlgoState::default();
         for (l, (sc, m)) in self.scores.iter().zip(&self.score_momentum).enumerate() {
-            s.tensors.insert(format!("scores.{l}"), sc.clone());
-            s.tensors.insert(format!("score_momentum.{l}"), m.clone());
+            s.tensors.insert(format!("scores.{l}"), sc.to_host()?);
+            s.tensors
+                .insert(format!("score_momentum.{l}"), m.to_host()?);
         }
-        s
+        Ok(s)
     }
 
     fn load_state(&mut self, s: &AlgoState) -> Result<()> {
@@ -201,8 +215,11 @@ impl SparseMethod for Optg {
             };
             let m = s.tensor(&format!("score_momentum.{l}"))?;
             check_len("score momentum", m.len(), sc.len())?;
-            self.scores.push(sc.clone());
-            self.score_momentum.push(m.clone());
+            // Restored on the host; `ensure_state` checks them against the layers and moves
+            // them to the layers' device.
+            self.scores.push(Tensor::cpu(&[sc.len()], sc.clone())?);
+            self.score_momentum
+                .push(Tensor::cpu(&[m.len()], m.clone())?);
         }
         Ok(())
     }

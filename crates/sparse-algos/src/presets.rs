@@ -2,7 +2,7 @@
 
 use sparse_core::{Distribution, LayerShape, Schedule};
 
-use crate::dst::{DropGrow, DropRule, DstConfig, GrowInit, GrowRule, Rounding};
+use crate::dst::{DropGrow, DropRule, DstConfig, GrowInitRule, GrowRule, Rounding};
 use crate::error::{AlgoError, Result};
 use crate::fggp::{Fggp, FggpConfig, FggpMode};
 use crate::gmp::{Gmp, GmpConfig};
@@ -65,6 +65,32 @@ pub struct Preset {
     pub init: InitSpec,
     /// The method.
     pub method: Box<dyn SparseMethod>,
+    /// What the trainer needs to know about the method, so it never names one.
+    pub props: Properties,
+}
+
+/// Properties a preset declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Properties {
+    /// The run has masks (every preset but `dense`).
+    pub masked: bool,
+    /// Every mask update keeps each layer's nonzero count (drop-and-grow methods): the
+    /// trainer checks the exact budget after every update.
+    pub constant_budget: bool,
+    /// Masks change at step-scheduled updates (ΔT), so a run shorter than the schedule
+    /// assumes gets few of them (the trainer warns); false for `dense` and OptG (per epoch).
+    pub step_scheduled: bool,
+}
+
+impl Properties {
+    fn of(name: &str) -> Properties {
+        let constant_budget = matches!(name, "set" | "set-orig" | "rigl" | "rigl-itop" | "dst-ee");
+        Properties {
+            masked: name != "dense",
+            constant_budget,
+            step_scheduled: !matches!(name, "dense" | "optg"),
+        }
+    }
 }
 
 fn frac(ctx: &PresetContext, f: f64) -> u64 {
@@ -117,7 +143,7 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
                 skip_step_on_update: false,
                 drop: DropRule::Magnitude,
                 grow,
-                grow_init: GrowInit::Zero,
+                grow_init: GrowInitRule::Zero,
                 drop_noise: None,
                 seed: ctx.seed,
             }
@@ -133,7 +159,7 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
                 skip_step_on_update: true,
                 drop: DropRule::Magnitude,
                 grow,
-                grow_init: GrowInit::Zero,
+                grow_init: GrowInitRule::Zero,
                 drop_noise: None,
                 seed: ctx.seed,
             }
@@ -179,7 +205,7 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
                 skip_step_on_update: false,
                 drop: DropRule::SignSplit,
                 grow: GrowRule::Random,
-                grow_init: GrowInit::Normal { std: 0.1 },
+                grow_init: GrowInitRule::Normal { std: 0.1 },
                 drop_noise: None,
                 seed: ctx.seed,
             };
@@ -263,5 +289,6 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
         name: name.to_string(),
         init,
         method,
+        props: Properties::of(name),
     })
 }

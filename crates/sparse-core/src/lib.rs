@@ -33,6 +33,6 @@ pub use drop_grow::{drop_and_grow, drop_and_grow_with, DropGrow};
 pub use error::{CoreError, Result};
 pub use formats::{matrix_view, BitmaskMatrix, Csr};
 pub use mask::Mask;
-pub use rng::{random_mask, random_masks, stream_rng};
+pub use rng::{random_mask, random_masks, standard_normal, stream_rng};
 pub use schedule::Schedule;
 pub use select::{bottom_k, select, top_k, Candidates, Order, Parallelism};

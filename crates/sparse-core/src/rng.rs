@@ -18,6 +18,13 @@ pub fn stream_rng(seed: u64, stream: u64) -> ChaCha8Rng {
     rng
 }
 
+/// A standard normal draw (Box–Muller on two raw `u64`s of the stream; version-stable).
+pub fn standard_normal(rng: &mut impl RngCore) -> f32 {
+    let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
 /// A uniform integer in `0..n` (Lemire's unbiased multiply-and-reject). `n` must be > 0.
 pub fn uniform_below(rng: &mut impl RngCore, n: u64) -> u64 {
     assert!(n > 0, "uniform_below(0)");

@@ -1,7 +1,9 @@
 //! Devices: where a tensor lives and its ops run.
 
-use crate::error::{KernelError, Result};
 use std::str::FromStr;
+
+use crate::backend::cuda;
+use crate::error::{KernelError, Result};
 
 /// A compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -12,29 +14,35 @@ pub enum Device {
     Cuda(usize),
 }
 
-/// The message every CUDA request gets until the CUDA backend exists in this build.
-pub const CUDA_UNAVAILABLE: &str =
-    "CUDA not available: this build of sparse-kernels has no CUDA backend (CPU only)";
-
 impl Device {
-    /// The CUDA device `ordinal`, or a clear error when CUDA cannot be used.
+    /// The CUDA device `ordinal`, or a clear error when CUDA cannot be used (no `cuda`
+    /// feature in this build, no driver, no such GPU).
     pub fn cuda(ordinal: usize) -> Result<Device> {
-        let _ = ordinal;
-        Err(KernelError::DeviceUnavailable(CUDA_UNAVAILABLE.into()))
+        cuda::probe(ordinal)?;
+        Ok(Device::Cuda(ordinal))
     }
 
     /// Whether a CUDA device can be used by this build on this machine.
     pub fn cuda_available() -> bool {
-        false
+        cuda::probe(0).is_ok()
     }
 
-    /// Every device the test-suite should run each op test on (see [`crate::for_each_device`]).
+    /// Every device the per-device test harness ([`crate::test_device!`]) runs on: the CPU,
+    /// and GPU 0 when this build and machine can use it.
     pub fn test_devices() -> Vec<Device> {
         let mut v = vec![Device::Cpu];
         if let Ok(d) = Device::cuda(0) {
             v.push(d);
         }
         v
+    }
+
+    /// Short name used in test names and messages (`cpu`, `cuda`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda(_) => "cuda",
+        }
     }
 }
 

@@ -26,6 +26,14 @@ pub enum KernelError {
         /// Second device.
         b: crate::Device,
     },
+    /// The op has no implementation on this device yet.
+    #[error("{op} is not supported on {device:?} yet")]
+    Unsupported {
+        /// The op.
+        op: &'static str,
+        /// The device.
+        device: crate::Device,
+    },
     /// An invalid scalar argument (learning rate, epsilon, label, ...).
     #[error("{0}")]
     InvalidArgument(String),

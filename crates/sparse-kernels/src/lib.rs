@@ -17,13 +17,34 @@
 //! | [`ops::optim`] | SGD (momentum, Nesterov, weight decay) through masks |
 //! | [`ops::mask_update`] | drop-and-grow applied to weights and optimizer state, DST-EE counters |
 //!
+//! Every tensor's data is a [`Storage`] enum (host `Vec` or CUDA buffer). Each op family
+//! names its backend interface once, as a trait (`ElementwiseOps`, `NormOps`, ...)
+//! implemented by [`backend::CpuBackend`] and [`backend::CudaBackend`]; the public function
+//! checks its arguments and dispatches on the device (see [`backend`]). Host access is the
+//! explicit, fallible [`TensorOf::to_host`]. Masks are sparse-core's host [`Mask`] wrapped in
+//! a [`DeviceMask`] that mirrors the bitmask words on the device.
+//!
 //! The CPU backend uses rayon; every reduction has a fixed order, so results do not depend
 //! on thread scheduling. [`ExecPolicy`] picks dense or sparse execution by layer density.
-//! The CUDA backend (kernels in the top-level `kernels/`) is not in this build:
-//! [`Device::cuda`] returns a clear error.
+//! The CUDA storage exists with the `cuda` feature; its kernels are not written yet, so CUDA
+//! ops return [`KernelError::Unsupported`], and without the feature [`Device::cuda`]
+//! returns a clear error.
+//!
+//! ```
+//! use sparse_kernels::ops::activation::relu;
+//! use sparse_kernels::{Device, Tensor};
+//!
+//! let x = Tensor::from_vec(&[2, 2], vec![-1.0, 2.0, -3.0, 4.0], Device::Cpu)?;
+//! assert_eq!(relu(&x)?.to_host()?, vec![0.0, 2.0, 0.0, 4.0]);
+//! # Ok::<(), sparse_kernels::KernelError>(())
+//! ```
+//!
+//! [`Mask`]: sparse_core::Mask
 
+pub mod backend;
 pub mod device;
 pub mod error;
+pub mod mask;
 pub mod ops;
 pub mod policy;
 pub(crate) mod simd;
@@ -33,29 +54,40 @@ mod test_util;
 
 pub use device::{Device, DeviceRequest};
 pub use error::{KernelError, Result};
+pub use mask::DeviceMask;
 pub use ops::sparse::{SparseWeight, WeightGrad, WeightRef};
 pub use policy::{ExecMode, ExecPolicy};
 pub use sparse_core;
-pub use tensor::{Storage, Tensor};
+pub use tensor::{Elem, IndexTensor, Storage, Tensor, TensorOf};
 
-/// Runs a test body once per available device (CPU now; CUDA too once its backend exists):
+/// Generates one `#[test]` per compiled device from a test body written once against a
+/// device (candle's `test_device!`): `name_cpu` always, and `name_cuda` in builds with the
+/// `cuda` feature, which runs on GPU 0 and is skipped with a notice when none can be used.
 ///
 /// ```ignore
-/// device_test!(relu_matches_reference, |dev| { let t = Tensor::zeros(&[2], dev)?; ... });
+/// fn relu_matches_reference(dev: &Device) -> TestResult { ... }
+/// test_device!(relu_matches_reference, relu_cpu, relu_cuda);
 /// ```
 #[macro_export]
-macro_rules! device_test {
-    ($name:ident, |$dev:ident| $body:block) => {
+macro_rules! test_device {
+    ($fn_name:ident, $cpu:ident, $cuda:ident) => {
         #[test]
-        fn $name() {
-            for $dev in $crate::Device::test_devices() {
-                let run = || -> ::std::result::Result<(), Box<dyn ::std::error::Error>> {
-                    $body
-                    Ok(())
-                };
-                if let Err(e) = run() {
-                    panic!("on {:?}: {}", $dev, e);
+        fn $cpu() {
+            if let Err(e) = $fn_name(&$crate::Device::Cpu) {
+                panic!("on the CPU: {e}");
+            }
+        }
+
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn $cuda() {
+            match $crate::Device::cuda(0) {
+                Ok(dev) => {
+                    if let Err(e) = $fn_name(&dev) {
+                        panic!("on {dev:?}: {e}");
+                    }
                 }
+                Err(e) => eprintln!("skipped on CUDA: {e}"),
             }
         }
     };

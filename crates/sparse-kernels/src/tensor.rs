@@ -1,37 +1,129 @@
-//! [`Tensor`]: a shaped f32 buffer on a device, and [`Storage`], the enum that forwards ops
-//! to the backend that owns the data (candle style).
+//! [`TensorOf`]: a shaped buffer on a device, and [`Storage`], the enum every op dispatches
+//! on (candle style). [`Tensor`] (f32) carries activations, weights and gradients;
+//! [`IndexTensor`] (u32) carries labels, max-pool argmaxes and counters.
+//!
+//! Host access is explicit and fallible: [`TensorOf::to_host`] copies to the host (the
+//! named boundary for logging, checkpoints and export), [`TensorOf::into_host`] moves out
+//! without a copy when the data already is on the host. Ops of the CPU backend borrow the
+//! host buffer through crate-private accessors that fail, never panic, on other devices.
 
+use crate::backend::CudaStorage;
 use crate::device::Device;
 use crate::error::{shape_err, KernelError, Result};
 
-/// The data of a tensor on its device. Ops match on this to pick their backend; the CUDA
-/// backend adds its variant here.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Storage {
+/// Element types a tensor can hold.
+#[cfg(not(feature = "cuda"))]
+pub trait Elem: Copy + Default + PartialEq + Send + Sync + std::fmt::Debug + 'static {}
+/// Element types a tensor can hold.
+#[cfg(feature = "cuda")]
+pub trait Elem:
+    Copy
+    + Default
+    + PartialEq
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
+    + cudarc::driver::DeviceRepr
+    + cudarc::driver::ValidAsZeroBits
+{
+}
+impl Elem for f32 {}
+impl Elem for u32 {}
+impl Elem for u64 {}
+
+/// The data of a tensor on its device.
+#[derive(Debug)]
+pub enum Storage<T> {
     /// Host memory (rayon backend).
-    Cpu(Vec<f32>),
+    Cpu(Vec<T>),
+    /// GPU memory (CUDA backend; uninhabited without the `cuda` feature).
+    Cuda(CudaStorage<T>),
 }
 
-/// A dense, row-major (contiguous) f32 tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
+impl<T: Elem> Clone for Storage<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Storage::Cpu(v) => Storage::Cpu(v.clone()),
+            Storage::Cuda(s) => Storage::Cuda(s.clone()),
+        }
+    }
+}
+
+impl<T: Elem> Storage<T> {
+    /// Places host data on `device`.
+    pub fn from_host(data: Vec<T>, device: Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(data)),
+            Device::Cuda(o) => Ok(Storage::Cuda(CudaStorage::from_host(&data, o)?)),
+        }
+    }
+
+    /// The device holding the data.
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(s) => s.device(),
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(v) => v.len(),
+            Storage::Cuda(s) => s.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A host copy of the data.
+    pub fn to_host(&self) -> Result<Vec<T>> {
+        match self {
+            Storage::Cpu(v) => Ok(v.clone()),
+            Storage::Cuda(s) => s.to_host(),
+        }
+    }
+}
+
+/// A dense, row-major (contiguous) tensor of `T` on a device.
+#[derive(Debug)]
+pub struct TensorOf<T> {
     shape: Vec<usize>,
-    storage: Storage,
+    storage: Storage<T>,
 }
 
-impl Tensor {
-    /// A zero tensor.
-    pub fn zeros(shape: &[usize], device: Device) -> Result<Tensor> {
-        Self::from_vec(shape, vec![0.0; shape.iter().product()], device)
+impl<T: Elem> Clone for TensorOf<T> {
+    fn clone(&self) -> Self {
+        TensorOf {
+            shape: self.shape.clone(),
+            storage: self.storage.clone(),
+        }
+    }
+}
+
+/// An f32 tensor: activations, weights, gradients, optimizer state, scores.
+pub type Tensor = TensorOf<f32>;
+/// A u32 tensor: labels, max-pool argmaxes, activity counters.
+pub type IndexTensor = TensorOf<u32>;
+
+impl<T: Elem> TensorOf<T> {
+    /// A tensor of `T::default()` (zero).
+    pub fn zeros(shape: &[usize], device: Device) -> Result<Self> {
+        Self::full(shape, T::default(), device)
     }
 
     /// A tensor filled with `value`.
-    pub fn full(shape: &[usize], value: f32, device: Device) -> Result<Tensor> {
+    pub fn full(shape: &[usize], value: T, device: Device) -> Result<Self> {
         Self::from_vec(shape, vec![value; shape.iter().product()], device)
     }
 
-    /// Wraps host data; errors if the length does not match the shape.
-    pub fn from_vec(shape: &[usize], data: Vec<f32>, device: Device) -> Result<Tensor> {
+    /// Places host data on `device`; errors if the length does not match the shape or the
+    /// device cannot be used.
+    pub fn from_vec(shape: &[usize], data: Vec<T>, device: Device) -> Result<Self> {
         let n: usize = shape.iter().product();
         if data.len() != n {
             return shape_err(
@@ -39,18 +131,33 @@ impl Tensor {
                 format!("{} values for shape {shape:?} ({n} elements)", data.len()),
             );
         }
-        match device {
-            Device::Cpu => Ok(Tensor {
-                shape: shape.to_vec(),
-                storage: Storage::Cpu(data),
-            }),
-            Device::Cuda(o) => Device::cuda(o).map(|_| unreachable!("no CUDA backend")),
-        }
+        Ok(TensorOf {
+            shape: shape.to_vec(),
+            storage: Storage::from_host(data, device)?,
+        })
     }
 
     /// A CPU tensor from host data (the common case in tests and data loading).
-    pub fn cpu(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+    pub fn cpu(shape: &[usize], data: Vec<T>) -> Result<Self> {
         Self::from_vec(shape, data, Device::Cpu)
+    }
+
+    /// Wraps existing storage; errors if its length does not match the shape.
+    pub fn from_storage(shape: &[usize], storage: Storage<T>) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if storage.len() != n {
+            return shape_err(
+                "tensor",
+                format!(
+                    "{} values for shape {shape:?} ({n} elements)",
+                    storage.len()
+                ),
+            );
+        }
+        Ok(TensorOf {
+            shape: shape.to_vec(),
+            storage,
+        })
     }
 
     /// The shape.
@@ -65,58 +172,69 @@ impl Tensor {
 
     /// The device holding the data.
     pub fn device(&self) -> Device {
-        match self.storage {
-            Storage::Cpu(_) => Device::Cpu,
-        }
+        self.storage.device()
     }
 
     /// The storage (for backends).
-    pub fn storage(&self) -> &Storage {
+    pub fn storage(&self) -> &Storage<T> {
         &self.storage
     }
 
-    /// Host values (for CPU tensors without a copy).
-    pub fn as_slice(&self) -> &[f32] {
-        match &self.storage {
-            Storage::Cpu(v) => v,
-        }
+    /// A host copy of the values: the named boundary where device data reaches the host
+    /// (logging, checkpoints, export, tests).
+    pub fn to_host(&self) -> Result<Vec<T>> {
+        self.storage.to_host()
     }
 
-    /// Mutable host values.
-    pub fn as_mut_slice(&mut self) -> &mut [f32] {
-        match &mut self.storage {
-            Storage::Cpu(v) => v,
-        }
-    }
-
-    /// A copy of the values on the host.
-    pub fn to_vec(&self) -> Vec<f32> {
-        self.as_slice().to_vec()
-    }
-
-    /// Consumes the tensor, returning host values.
-    pub fn into_vec(self) -> Vec<f32> {
+    /// The values on the host, without a copy when they already are there.
+    pub fn into_host(self) -> Result<Vec<T>> {
         match self.storage {
-            Storage::Cpu(v) => v,
+            Storage::Cpu(v) => Ok(v),
+            Storage::Cuda(s) => s.to_host(),
+        }
+    }
+
+    /// The tensor on `device`: moved without a copy when it already is there.
+    pub fn to_device(self, device: Device) -> Result<Self> {
+        if self.device() == device {
+            return Ok(self);
+        }
+        let shape = self.shape.clone();
+        Self::from_vec(&shape, self.into_host()?, device)
+    }
+
+    /// The host buffer of a CPU tensor (CPU backend only).
+    pub(crate) fn cpu_data(&self) -> Result<&[T]> {
+        match &self.storage {
+            Storage::Cpu(v) => Ok(v),
+            Storage::Cuda(s) => Err(not_host(s.device())),
+        }
+    }
+
+    /// The mutable host buffer of a CPU tensor (CPU backend only).
+    pub(crate) fn cpu_data_mut(&mut self) -> Result<&mut [T]> {
+        match &mut self.storage {
+            Storage::Cpu(v) => Ok(v),
+            Storage::Cuda(s) => Err(not_host(s.device())),
         }
     }
 
     /// The same data under another shape with the same element count (also `flatten`).
-    pub fn reshape(self, shape: &[usize]) -> Result<Tensor> {
+    pub fn reshape(self, shape: &[usize]) -> Result<Self> {
         if shape.iter().product::<usize>() != self.numel() {
             return shape_err(
                 "reshape",
                 format!("cannot view {:?} as {shape:?}", self.shape),
             );
         }
-        Ok(Tensor {
+        Ok(TensorOf {
             shape: shape.to_vec(),
             storage: self.storage,
         })
     }
 
     /// Flattens all dims after the first: `[B, ...] -> [B, rest]`.
-    pub fn flatten(self) -> Result<Tensor> {
+    pub fn flatten(self) -> Result<Self> {
         let b = *self.shape.first().unwrap_or(&1);
         let rest = self.numel() / b.max(1);
         self.reshape(&[b, rest])
@@ -134,14 +252,20 @@ impl Tensor {
     }
 
     /// Errors unless both tensors are on the same device.
-    pub fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
-        if self.device() != other.device() {
-            return Err(KernelError::DeviceMismatch {
-                op,
-                a: self.device(),
-                b: other.device(),
-            });
-        }
-        Ok(())
+    pub fn same_device<U: Elem>(&self, op: &'static str, other: &TensorOf<U>) -> Result<()> {
+        same(op, self.device(), other.device())
     }
+}
+
+pub(crate) fn same(op: &'static str, a: Device, b: Device) -> Result<()> {
+    if a != b {
+        return Err(KernelError::DeviceMismatch { op, a, b });
+    }
+    Ok(())
+}
+
+fn not_host(device: Device) -> KernelError {
+    KernelError::InvalidArgument(format!(
+        "tensor on {device:?} read as host memory by the CPU backend"
+    ))
 }

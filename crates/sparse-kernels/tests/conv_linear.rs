@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
 use sparse_kernels::ops::linear::{linear_backward, linear_forward};
-use sparse_kernels::{SparseWeight, Tensor, WeightGrad, WeightRef};
+use sparse_kernels::{test_device, Device, SparseWeight, Tensor, WeightGrad, WeightRef};
 
 /// (batch, in, h, w, out, k, stride, pad)
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
@@ -34,14 +34,13 @@ const CONVS: [ConvCase; 17] = [
     (1, 40, 16, 16, 40, 3, 1, 1),
 ];
 
-#[test]
-fn conv_forward_all_paths_match_direct_reference() {
+fn conv_forward_all_paths_match_direct_reference(dev: &Device) -> TestResult {
     for (ci, &(b, c, h, w, o, k, s, p)) in CONVS.iter().enumerate() {
-        let x = randn(&[b, c, h, w], ci as u64);
-        let wt = randn(&[o, c, k, k], 10 + ci as u64);
+        let x = randn(&[b, c, h, w], ci as u64, dev);
+        let wt = randn(&[o, c, k, k], 10 + ci as u64, dev);
         let prm = Conv2dParams::new(s, p);
         for (pi, sp) in [0.0, 0.5, 0.9, 0.99, 1.0].into_iter().enumerate() {
-            let mask = mask_at(wt.shape(), sp, (ci * 10 + pi) as u64);
+            let mask = mask_at(wt.shape(), sp, (ci * 10 + pi) as u64, dev);
             let wm = masked(&wt, &mask);
             let (r, shape) = conv_ref(&x, &wm, s, p);
             let sw = SparseWeight::new(&wt, &mask).unwrap();
@@ -52,56 +51,54 @@ fn conv_forward_all_paths_match_direct_reference() {
             ] {
                 let y = conv2d_forward(&x, wr, prm).unwrap();
                 assert_eq!(y.shape(), &shape);
-                assert_close(y.as_slice(), &r, 1e-4, &format!("conv {ci} {name} s={sp}"));
+                assert_close(y.h(), &r, 1e-4, &format!("conv {ci} {name} s={sp}"));
             }
         }
     }
+    Ok(())
 }
+test_device!(
+    conv_forward_all_paths_match_direct_reference,
+    conv_forward_all_paths_match_direct_reference_cpu,
+    conv_forward_all_paths_match_direct_reference_cuda
+);
 
-#[test]
-fn conv_backward_matches_finite_differences_and_paths_agree() {
+fn conv_backward_matches_finite_differences_and_paths_agree(dev: &Device) -> TestResult {
     for (ci, &(b, c, h, w, o, k, s, p)) in CONVS.iter().enumerate() {
-        let x = randn(&[b, c, h, w], ci as u64);
-        let wt = randn(&[o, c, k, k], 10 + ci as u64);
+        let x = randn(&[b, c, h, w], ci as u64, dev);
+        let wt = randn(&[o, c, k, k], 10 + ci as u64, dev);
         let prm = Conv2dParams::new(s, p);
         let y = conv2d_forward(&x, WeightRef::Dense(&wt), prm).unwrap();
-        let r = randn(y.shape(), 99);
+        let r = randn(y.shape(), 99, dev);
         let g =
             conv2d_backward(&r, &x, WeightRef::Dense(&wt), prm, true, WeightGrad::Dense).unwrap();
         // The loss Σ r⊙conv(x, W) is linear in x and in W: central differences are exact up
         // to rounding, so a large step is fine.
         let loss_x = |xx: &Tensor| {
             dot64(
-                r.as_slice(),
-                conv2d_forward(xx, WeightRef::Dense(&wt), prm)
-                    .unwrap()
-                    .as_slice(),
+                r.h(),
+                conv2d_forward(xx, WeightRef::Dense(&wt), prm).unwrap().h(),
             )
         };
         let cx = coords(x.numel(), 25);
         let fd = finite_diff(&x, &cx, 0.5, loss_x);
-        let got: Vec<f32> = cx
-            .iter()
-            .map(|&i| g.dx.as_ref().unwrap().as_slice()[i])
-            .collect();
+        let got: Vec<f32> = cx.iter().map(|&i| g.dx.as_ref().unwrap().h()[i]).collect();
         assert_close(&got, &fd, 1e-3, "conv dx");
         let loss_w = |ww: &Tensor| {
             dot64(
-                r.as_slice(),
-                conv2d_forward(&x, WeightRef::Dense(ww), prm)
-                    .unwrap()
-                    .as_slice(),
+                r.h(),
+                conv2d_forward(&x, WeightRef::Dense(ww), prm).unwrap().h(),
             )
         };
         let cw = coords(wt.numel(), 25);
         let fd = finite_diff(&wt, &cw, 0.5, loss_w);
-        let got: Vec<f32> = cw.iter().map(|&i| g.dw.as_slice()[i]).collect();
+        let got: Vec<f32> = cw.iter().map(|&i| g.dw.h()[i]).collect();
         assert_close(&got, &fd, 1e-3, "conv dW");
 
         // Sparse and masked paths: dx equals the dense dx of the masked weight, dW at the
         // mask equals the dense dW there and is exactly 0 elsewhere.
         for (pi, sp) in [0.0, 0.5, 0.9, 0.99, 1.0].into_iter().enumerate() {
-            let mask = mask_at(wt.shape(), sp, (ci * 10 + pi) as u64);
+            let mask = mask_at(wt.shape(), sp, (ci * 10 + pi) as u64, dev);
             let wm = masked(&wt, &mask);
             let dense =
                 conv2d_backward(&r, &x, WeightRef::Dense(&wm), prm, true, WeightGrad::Dense)
@@ -113,22 +110,22 @@ fn conv_backward_matches_finite_differences_and_paths_agree() {
             ] {
                 let gs = conv2d_backward(&r, &x, wr, prm, true, WeightGrad::AtMask(&mask)).unwrap();
                 assert_close(
-                    gs.dx.unwrap().as_slice(),
-                    &to64(dense.dx.as_ref().unwrap().as_slice()),
+                    gs.dx.unwrap().h(),
+                    &to64(dense.dx.as_ref().unwrap().h()),
                     1e-4,
                     name,
                 );
                 let expect: Vec<f64> = dense
                     .dw
-                    .as_slice()
+                    .h()
                     .iter()
                     .enumerate()
                     .map(|(i, &v)| if mask.get(i) { v as f64 } else { 0.0 })
                     .collect();
-                assert_close(gs.dw.as_slice(), &expect, 1e-4, name);
+                assert_close(gs.dw.h(), &expect, 1e-4, name);
                 assert!(gs
                     .dw
-                    .as_slice()
+                    .h()
                     .iter()
                     .enumerate()
                     .all(|(i, &v)| mask.get(i) || v == 0.0));
@@ -137,31 +134,36 @@ fn conv_backward_matches_finite_differences_and_paths_agree() {
             let gs = conv2d_backward(&r, &x, WeightRef::Sparse(&sw), prm, true, WeightGrad::Dense)
                 .unwrap();
             assert_close(
-                gs.dw.as_slice(),
-                &to64(dense.dw.as_slice()),
+                gs.dw.h(),
+                &to64(dense.dw.h()),
                 1e-4,
                 "sparse weight, dense grad",
             );
             assert_close(
-                gs.dx.unwrap().as_slice(),
-                &to64(dense.dx.as_ref().unwrap().as_slice()),
+                gs.dx.unwrap().h(),
+                &to64(dense.dx.as_ref().unwrap().h()),
                 1e-4,
                 "sparse weight dx",
             );
         }
     }
+    Ok(())
 }
+test_device!(
+    conv_backward_matches_finite_differences_and_paths_agree,
+    conv_backward_matches_finite_differences_and_paths_agree_cpu,
+    conv_backward_matches_finite_differences_and_paths_agree_cuda
+);
 
-#[test]
-fn conv_large_batch_uses_groups_and_stays_correct() {
+fn conv_large_batch_uses_groups_and_stays_correct(dev: &Device) -> TestResult {
     // 40 images of 8x8 -> several image groups, exercising the grouped reduction.
-    let x = randn(&[40, 3, 8, 8], 1);
-    let wt = randn(&[4, 3, 3, 3], 2);
+    let x = randn(&[40, 3, 8, 8], 1, dev);
+    let wt = randn(&[4, 3, 3, 3], 2, dev);
     let prm = Conv2dParams::new(1, 1);
     let (r, _) = conv_ref(&x, &wt, 1, 1);
     let y = conv2d_forward(&x, WeightRef::Dense(&wt), prm).unwrap();
-    assert_close(y.as_slice(), &r, 1e-4, "grouped conv");
-    let dy = randn(y.shape(), 3);
+    assert_close(y.h(), &r, 1e-4, "grouped conv");
+    let dy = randn(y.shape(), 3, dev);
     let g = conv2d_backward(
         &dy,
         &x,
@@ -174,49 +176,57 @@ fn conv_large_batch_uses_groups_and_stays_correct() {
     assert!(g.dx.is_none());
     let loss_w = |ww: &Tensor| {
         dot64(
-            dy.as_slice(),
-            conv2d_forward(&x, WeightRef::Dense(ww), prm)
-                .unwrap()
-                .as_slice(),
+            dy.h(),
+            conv2d_forward(&x, WeightRef::Dense(ww), prm).unwrap().h(),
         )
     };
     let cw = coords(wt.numel(), 27);
     let fd = finite_diff(&wt, &cw, 0.5, loss_w);
-    let got: Vec<f32> = cw.iter().map(|&i| g.dw.as_slice()[i]).collect();
+    let got: Vec<f32> = cw.iter().map(|&i| g.dw.h()[i]).collect();
     assert_close(&got, &fd, 1e-3, "grouped dW");
+    Ok(())
 }
+test_device!(
+    conv_large_batch_uses_groups_and_stays_correct,
+    conv_large_batch_uses_groups_and_stays_correct_cpu,
+    conv_large_batch_uses_groups_and_stays_correct_cuda
+);
 
-#[test]
-fn conv_rejects_bad_shapes() {
-    let x = randn(&[1, 3, 4, 4], 1);
+fn conv_rejects_bad_shapes(dev: &Device) -> TestResult {
+    let x = randn(&[1, 3, 4, 4], 1, dev);
     assert!(conv2d_forward(
         &x,
-        WeightRef::Dense(&randn(&[2, 2, 3, 3], 1)),
+        WeightRef::Dense(&randn(&[2, 2, 3, 3], 1, dev)),
         Conv2dParams::new(1, 0)
     )
     .is_err());
     assert!(conv2d_forward(
         &x,
-        WeightRef::Dense(&randn(&[2, 3, 7, 7], 1)),
+        WeightRef::Dense(&randn(&[2, 3, 7, 7], 1, dev)),
         Conv2dParams::new(1, 0)
     )
     .is_err());
     assert!(conv2d_forward(
         &x,
-        WeightRef::Dense(&randn(&[2, 3, 3, 3], 1)),
+        WeightRef::Dense(&randn(&[2, 3, 3, 3], 1, dev)),
         Conv2dParams::new(0, 0)
     )
     .is_err());
     assert!(conv2d_forward(
-        &randn(&[3, 4, 4], 1),
-        WeightRef::Dense(&randn(&[2, 3, 3, 3], 1)),
+        &randn(&[3, 4, 4], 1, dev),
+        WeightRef::Dense(&randn(&[2, 3, 3, 3], 1, dev)),
         Conv2dParams::new(1, 0)
     )
     .is_err());
+    Ok(())
 }
+test_device!(
+    conv_rejects_bad_shapes,
+    conv_rejects_bad_shapes_cpu,
+    conv_rejects_bad_shapes_cuda
+);
 
-#[test]
-fn linear_all_paths_forward_backward() {
+fn linear_all_paths_forward_backward(dev: &Device) -> TestResult {
     for (li, &(b, i, o)) in [
         (1usize, 1usize, 1usize),
         (3, 17, 5),
@@ -226,61 +236,58 @@ fn linear_all_paths_forward_backward() {
     .iter()
     .enumerate()
     {
-        let x = randn(&[b, i], li as u64);
-        let w = randn(&[o, i], 10 + li as u64);
-        let bias = randn(&[o], 20 + li as u64);
+        let x = randn(&[b, i], li as u64, dev);
+        let w = randn(&[o, i], 10 + li as u64, dev);
+        let bias = randn(&[o], 20 + li as u64, dev);
         let y = linear_forward(&x, WeightRef::Dense(&w), Some(&bias)).unwrap();
-        let mut r = gemm_ref(x.as_slice(), false, w.as_slice(), true, b, i, o);
+        let mut r = gemm_ref(x.h(), false, w.h(), true, b, i, o);
         for (j, v) in r.iter_mut().enumerate() {
-            *v += bias.as_slice()[j % o] as f64;
+            *v += bias.h()[j % o] as f64;
         }
-        assert_close(y.as_slice(), &r, 1e-4, "linear forward");
-        let dy = randn(&[b, o], 5);
+        assert_close(y.h(), &r, 1e-4, "linear forward");
+        let dy = randn(&[b, o], 5, dev);
         let g =
             linear_backward(&dy, &x, WeightRef::Dense(&w), true, true, WeightGrad::Dense).unwrap();
         let loss_x = |xx: &Tensor| {
             dot64(
-                dy.as_slice(),
+                dy.h(),
                 linear_forward(xx, WeightRef::Dense(&w), Some(&bias))
                     .unwrap()
-                    .as_slice(),
+                    .h(),
             )
         };
         let cx = coords(x.numel(), 20);
-        let got: Vec<f32> = cx
-            .iter()
-            .map(|&k| g.dx.as_ref().unwrap().as_slice()[k])
-            .collect();
+        let got: Vec<f32> = cx.iter().map(|&k| g.dx.as_ref().unwrap().h()[k]).collect();
         assert_close(&got, &finite_diff(&x, &cx, 0.5, loss_x), 1e-3, "linear dx");
         let loss_w = |ww: &Tensor| {
             dot64(
-                dy.as_slice(),
+                dy.h(),
                 linear_forward(&x, WeightRef::Dense(ww), Some(&bias))
                     .unwrap()
-                    .as_slice(),
+                    .h(),
             )
         };
         let cw = coords(w.numel(), 20);
-        let got: Vec<f32> = cw.iter().map(|&k| g.dw.as_slice()[k]).collect();
+        let got: Vec<f32> = cw.iter().map(|&k| g.dw.h()[k]).collect();
         assert_close(&got, &finite_diff(&w, &cw, 0.5, loss_w), 1e-3, "linear dW");
         let loss_b = |bb: &Tensor| {
             dot64(
-                dy.as_slice(),
+                dy.h(),
                 linear_forward(&x, WeightRef::Dense(&w), Some(bb))
                     .unwrap()
-                    .as_slice(),
+                    .h(),
             )
         };
         let cb: Vec<usize> = (0..o).collect();
         assert_close(
-            g.db.as_ref().unwrap().as_slice(),
+            g.db.as_ref().unwrap().h(),
             &finite_diff(&bias, &cb, 0.5, loss_b),
             1e-3,
             "linear db",
         );
 
         for (pi, sp) in [0.0, 0.5, 0.9, 0.99, 1.0].into_iter().enumerate() {
-            let mask = mask_at(w.shape(), sp, (li * 10 + pi) as u64);
+            let mask = mask_at(w.shape(), sp, (li * 10 + pi) as u64, dev);
             let wm = masked(&w, &mask);
             let yd = linear_forward(&x, WeightRef::Dense(&wm), None).unwrap();
             let gd = linear_backward(
@@ -295,41 +302,47 @@ fn linear_all_paths_forward_backward() {
             let sw = SparseWeight::new(&w, &mask).unwrap();
             for wr in [WeightRef::Masked(&w, &mask), WeightRef::Sparse(&sw)] {
                 assert_close(
-                    linear_forward(&x, wr, None).unwrap().as_slice(),
-                    &to64(yd.as_slice()),
+                    linear_forward(&x, wr, None).unwrap().h(),
+                    &to64(yd.h()),
                     1e-4,
                     "linear sparse fwd",
                 );
                 let gs =
                     linear_backward(&dy, &x, wr, false, true, WeightGrad::AtMask(&mask)).unwrap();
                 assert_close(
-                    gs.dx.unwrap().as_slice(),
-                    &to64(gd.dx.as_ref().unwrap().as_slice()),
+                    gs.dx.unwrap().h(),
+                    &to64(gd.dx.as_ref().unwrap().h()),
                     1e-4,
                     "linear sparse dx",
                 );
                 let expect: Vec<f64> = gd
                     .dw
-                    .as_slice()
+                    .h()
                     .iter()
                     .enumerate()
                     .map(|(k, &v)| if mask.get(k) { v as f64 } else { 0.0 })
                     .collect();
-                assert_close(gs.dw.as_slice(), &expect, 1e-4, "linear sparse dW");
+                assert_close(gs.dw.h(), &expect, 1e-4, "linear sparse dW");
                 assert!(gs.db.is_none());
             }
         }
     }
     assert!(linear_forward(
-        &randn(&[2, 3], 1),
-        WeightRef::Dense(&randn(&[4, 5], 1)),
+        &randn(&[2, 3], 1, dev),
+        WeightRef::Dense(&randn(&[4, 5], 1, dev)),
         None
     )
     .is_err());
     assert!(linear_forward(
-        &randn(&[2, 3], 1),
-        WeightRef::Dense(&randn(&[4, 3], 1)),
-        Some(&randn(&[3], 1))
+        &randn(&[2, 3], 1, dev),
+        WeightRef::Dense(&randn(&[4, 3], 1, dev)),
+        Some(&randn(&[3], 1, dev))
     )
     .is_err());
+    Ok(())
 }
+test_device!(
+    linear_all_paths_forward_backward,
+    linear_all_paths_forward_backward_cpu,
+    linear_all_paths_forward_backward_cuda
+);

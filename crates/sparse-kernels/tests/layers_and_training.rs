@@ -2,29 +2,37 @@
 
 mod common;
 use common::*;
-use sparse_kernels::ops::activation::{add, relu, relu_backward};
+use sparse_kernels::ops::activation::{
+    add, add_assign, control_variate, relu, relu_backward, scale,
+};
 use sparse_kernels::ops::loss::{softmax_cross_entropy, topk_correct};
-use sparse_kernels::ops::mask_update::{accumulate_activity, count_nonzero, update_layer};
+use sparse_kernels::ops::mask_update::{
+    abs_scores, accumulate_activity, apply_mask, at_least, count_nonzero, min_at, nonneg_within,
+    select_global, select_mask, update_layer, zero_at, GrowInit,
+};
 use sparse_kernels::ops::norm::{
     batch_norm_backward, batch_norm_eval, batch_norm_train, BatchNormParams,
 };
-use sparse_kernels::ops::optim::{sgd_step, SgdConfig};
+use sparse_kernels::ops::optim::{score_step, sgd_step, MaskPolicy, SgdConfig};
 use sparse_kernels::ops::pool::*;
-use sparse_kernels::sparse_core::Mask;
-use sparse_kernels::{Device, DeviceRequest, KernelError, Tensor};
+use sparse_kernels::sparse_core::{
+    drop_and_grow, select, standard_normal, stream_rng, Candidates, Mask, Order, Parallelism,
+};
+use sparse_kernels::{
+    test_device, Device, DeviceMask, DeviceRequest, IndexTensor, KernelError, Tensor,
+};
 
 fn bn_loss(x: &Tensor, g: &Tensor, b: &Tensor, r: &Tensor) -> f64 {
     let c = g.numel();
     let (mut rm, mut rv) = (
-        Tensor::zeros(&[c], Device::Cpu).unwrap(),
-        Tensor::zeros(&[c], Device::Cpu).unwrap(),
+        Tensor::zeros(&[c], x.device()).unwrap(),
+        Tensor::zeros(&[c], x.device()).unwrap(),
     );
     let (y, _) = batch_norm_train(x, g, b, &mut rm, &mut rv, BatchNormParams::default()).unwrap();
-    dot64(r.as_slice(), y.as_slice())
+    dot64(r.h(), y.h())
 }
 
-#[test]
-fn batch_norm_forward_backward_and_running_stats() {
+fn batch_norm_forward_backward_and_running_stats(dev: &Device) -> TestResult {
     for (ti, shape) in [vec![4usize, 3, 5, 5], vec![2, 5, 3, 1], vec![7, 4]]
         .into_iter()
         .enumerate()
@@ -32,15 +40,15 @@ fn batch_norm_forward_backward_and_running_stats() {
         let c = shape[1];
         let hw: usize = shape[2..].iter().product();
         let b = shape[0];
-        let x = randn(&shape, ti as u64);
-        let g = randn(&[c], 10 + ti as u64);
-        let bt = randn(&[c], 20 + ti as u64);
-        let mut rm = Tensor::full(&[c], 0.5, Device::Cpu).unwrap();
-        let mut rv = Tensor::full(&[c], 2.0, Device::Cpu).unwrap();
+        let x = randn(&shape, ti as u64, dev);
+        let g = randn(&[c], 10 + ti as u64, dev);
+        let bt = randn(&[c], 20 + ti as u64, dev);
+        let mut rm = Tensor::full(&[c], 0.5, *dev).unwrap();
+        let mut rv = Tensor::full(&[c], 2.0, *dev).unwrap();
         let (y, cache) =
             batch_norm_train(&x, &g, &bt, &mut rm, &mut rv, BatchNormParams::default()).unwrap();
         // Naive f64 reference.
-        let xs = x.as_slice();
+        let xs = x.h();
         let n = (b * hw) as f64;
         let mut expect = vec![0f64; xs.len()];
         for ch in 0..c {
@@ -54,15 +62,15 @@ fn batch_norm_forward_backward_and_running_stats() {
                 .sum::<f64>()
                 / n;
             for &i in &idx {
-                expect[i] = g.as_slice()[ch] as f64 * (xs[i] as f64 - mean) / (var + 1e-5).sqrt()
-                    + bt.as_slice()[ch] as f64;
+                expect[i] = g.h()[ch] as f64 * (xs[i] as f64 - mean) / (var + 1e-5).sqrt()
+                    + bt.h()[ch] as f64;
             }
             let erm = 0.9 * 0.5 + 0.1 * mean;
             let erv = 0.9 * 2.0 + 0.1 * var * n / (n - 1.0);
-            assert!((rm.as_slice()[ch] as f64 - erm).abs() < 1e-5);
-            assert!((rv.as_slice()[ch] as f64 - erv).abs() < 1e-4);
+            assert!((rm.h()[ch] as f64 - erm).abs() < 1e-5);
+            assert!((rv.h()[ch] as f64 - erv).abs() < 1e-4);
         }
-        assert_close(y.as_slice(), &expect, 1e-4, "bn forward");
+        assert_close(y.h(), &expect, 1e-4, "bn forward");
         // Eval with running stats.
         let ye = batch_norm_eval(&x, &g, &bt, &rm, &rv, 1e-5).unwrap();
         let exp_eval: Vec<f64> = xs
@@ -70,132 +78,139 @@ fn batch_norm_forward_backward_and_running_stats() {
             .enumerate()
             .map(|(i, &v)| {
                 let ch = i / hw % c;
-                g.as_slice()[ch] as f64 * (v as f64 - rm.as_slice()[ch] as f64)
-                    / (rv.as_slice()[ch] as f64 + 1e-5).sqrt()
-                    + bt.as_slice()[ch] as f64
+                g.h()[ch] as f64 * (v as f64 - rm.h()[ch] as f64)
+                    / (rv.h()[ch] as f64 + 1e-5).sqrt()
+                    + bt.h()[ch] as f64
             })
             .collect();
-        assert_close(ye.as_slice(), &exp_eval, 1e-4, "bn eval");
+        assert_close(ye.h(), &exp_eval, 1e-4, "bn eval");
         // Backward vs finite differences (non-linear: small step, looser tolerance).
-        let r = randn(&shape, 99);
+        let r = randn(&shape, 99, dev);
         let gr = batch_norm_backward(&r, &cache, &g).unwrap();
         let cx = coords(x.numel(), 15);
         let fd = finite_diff(&x, &cx, 1e-2, |xx| bn_loss(xx, &g, &bt, &r));
-        let got: Vec<f32> = cx.iter().map(|&i| gr.dx.as_slice()[i]).collect();
+        let got: Vec<f32> = cx.iter().map(|&i| gr.dx.h()[i]).collect();
         assert_close(&got, &fd, 2e-2, "bn dx");
         let cg: Vec<usize> = (0..c).collect();
         assert_close(
-            gr.dgamma.as_slice(),
+            gr.dgamma.h(),
             &finite_diff(&g, &cg, 1e-2, |gg| bn_loss(&x, gg, &bt, &r)),
             1e-2,
             "bn dgamma",
         );
         assert_close(
-            gr.dbeta.as_slice(),
+            gr.dbeta.h(),
             &finite_diff(&bt, &cg, 1e-2, |bb| bn_loss(&x, &g, bb, &r)),
             1e-2,
             "bn dbeta",
         );
     }
-    let x = randn(&[1, 2, 1, 1], 1);
-    let p = Tensor::zeros(&[2], Device::Cpu).unwrap();
+    let x = randn(&[1, 2, 1, 1], 1, dev);
+    let p = Tensor::zeros(&[2], *dev).unwrap();
     let (mut a, mut b) = (p.clone(), p.clone());
     assert!(batch_norm_train(&x, &p, &p, &mut a, &mut b, BatchNormParams::default()).is_err());
+    Ok(())
 }
+test_device!(
+    batch_norm_forward_backward_and_running_stats,
+    batch_norm_forward_backward_and_running_stats_cpu,
+    batch_norm_forward_backward_and_running_stats_cuda
+);
 
-#[test]
-fn relu_add_and_pools() {
-    let x = randn(&[2, 3, 5, 4], 1);
+fn relu_add_and_pools(dev: &Device) -> TestResult {
+    let x = randn(&[2, 3, 5, 4], 1, dev);
     let y = relu(&x).unwrap();
     assert!(y
-        .as_slice()
+        .h()
         .iter()
-        .zip(x.as_slice())
+        .zip(x.h().iter())
         .all(|(&a, &b)| a == b.max(0.0)));
-    let dy = randn(x.shape(), 2);
+    let dy = randn(x.shape(), 2, dev);
     let dx = relu_backward(&dy, &y).unwrap();
     assert!(dx
-        .as_slice()
+        .h()
         .iter()
-        .zip(dy.as_slice())
-        .zip(x.as_slice())
+        .zip(dy.h().iter())
+        .zip(x.h().iter())
         .all(|((&d, &g), &v)| d == if v > 0.0 { g } else { 0.0 }));
     let s = add(&x, &dy).unwrap();
     assert!(s
-        .as_slice()
+        .h()
         .iter()
-        .zip(x.as_slice())
-        .zip(dy.as_slice())
+        .zip(x.h().iter())
+        .zip(dy.h().iter())
         .all(|((&s, &a), &b)| s == a + b));
-    assert!(add(&x, &randn(&[2, 3], 1)).is_err());
+    assert!(add(&x, &randn(&[2, 3], 1, dev)).is_err());
 
     // Max-pool on a hand-worked 1x1x2x4 (+ an odd trailing row dropped).
-    let t = Tensor::cpu(
+    let t = t(
         &[1, 1, 3, 4],
         vec![1., 5., 2., 2., 3., 4., 0., 1., 9., 9., 9., 9.],
-    )
-    .unwrap();
+        dev,
+    );
     let (p, arg) = max_pool2x2(&t).unwrap();
-    assert_eq!(p.as_slice(), &[5.0, 2.0]);
-    assert_eq!(arg, vec![1, 2]); // tie 2 vs 2: first index wins
+    assert_eq!(p.h(), vec![5.0, 2.0]);
+    assert_eq!(arg.to_host()?, vec![1, 2]); // tie 2 vs 2: first index wins
     let g = max_pool2x2_backward(
-        &Tensor::cpu(&[1, 1, 1, 2], vec![1.0, 2.0]).unwrap(),
+        &Tensor::from_vec(&[1, 1, 1, 2], vec![1.0, 2.0], *dev).unwrap(),
         &arg,
         t.shape(),
     )
     .unwrap();
-    assert_eq!(
-        g.as_slice(),
-        &[0., 1., 2., 0., 0., 0., 0., 0., 0., 0., 0., 0.]
-    );
+    assert_eq!(g.h(), vec![0., 1., 2., 0., 0., 0., 0., 0., 0., 0., 0., 0.]);
 
     // Average pools vs finite differences (linear).
-    let x = randn(&[2, 3, 6, 6], 4);
+    let x = randn(&[2, 3, 6, 6], 4, dev);
     let ap = avg_pool(&x, 3).unwrap();
     assert_eq!(ap.shape(), &[2, 3, 2, 2]);
     let expect0: f64 = (0..3)
         .flat_map(|i| (0..3).map(move |j| i * 6 + j))
-        .map(|k| x.as_slice()[k] as f64)
+        .map(|k| x.h()[k] as f64)
         .sum::<f64>()
         / 9.0;
-    assert!((ap.as_slice()[0] as f64 - expect0).abs() < 1e-5);
-    let r = randn(ap.shape(), 5);
+    assert!((ap.h()[0] as f64 - expect0).abs() < 1e-5);
+    let r = randn(ap.shape(), 5, dev);
     let dx = avg_pool_backward(&r, 3, x.shape()).unwrap();
     let cx = coords(x.numel(), 20);
     let fd = finite_diff(&x, &cx, 0.5, |xx| {
-        dot64(r.as_slice(), avg_pool(xx, 3).unwrap().as_slice())
+        dot64(r.h(), avg_pool(xx, 3).unwrap().h())
     });
     assert_close(
-        &cx.iter().map(|&i| dx.as_slice()[i]).collect::<Vec<_>>(),
+        cx.iter().map(|&i| dx.h()[i]).collect::<Vec<_>>(),
         &fd,
         1e-3,
         "avg pool",
     );
     let gp = global_avg_pool(&x).unwrap();
     assert_eq!(gp.shape(), &[2, 3]);
-    let r = randn(&[2, 3], 6);
+    let r = randn(&[2, 3], 6, dev);
     let dx = global_avg_pool_backward(&r, x.shape()).unwrap();
     let fd = finite_diff(&x, &cx, 0.5, |xx| {
-        dot64(r.as_slice(), global_avg_pool(xx).unwrap().as_slice())
+        dot64(r.h(), global_avg_pool(xx).unwrap().h())
     });
     assert_close(
-        &cx.iter().map(|&i| dx.as_slice()[i]).collect::<Vec<_>>(),
+        cx.iter().map(|&i| dx.h()[i]).collect::<Vec<_>>(),
         &fd,
         1e-3,
         "global pool",
     );
     assert!(avg_pool(&x, 7).is_err());
+    Ok(())
 }
+test_device!(
+    relu_add_and_pools,
+    relu_add_and_pools_cpu,
+    relu_add_and_pools_cuda
+);
 
-#[test]
-fn cross_entropy_with_label_smoothing() {
-    let logits = randn(&[5, 7], 3);
-    let labels = [0u32, 6, 3, 3, 1];
+fn cross_entropy_with_label_smoothing(dev: &Device) -> TestResult {
+    let logits = randn(&[5, 7], 3, dev);
+    let labels = labels(&[0, 6, 3, 3, 1], dev);
     for eps in [0.0f32, 0.1] {
         let ce = softmax_cross_entropy(&logits, &labels, eps).unwrap();
         // f64 reference.
         let mut expect = 0f64;
-        for (r, &y) in logits.as_slice().chunks(7).zip(&labels) {
+        for (r, &y) in logits.h().chunks(7).zip(&labels.to_host()?) {
             let lse = r.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
             for (j, &v) in r.iter().enumerate() {
                 let q = if j == y as usize {
@@ -211,47 +226,72 @@ fn cross_entropy_with_label_smoothing() {
         let fd = finite_diff(&logits, &cz, 1e-2, |z| {
             softmax_cross_entropy(z, &labels, eps).unwrap().loss
         });
-        assert_close(ce.dlogits.as_slice(), &fd, 1e-3, "ce grad");
+        assert_close(ce.dlogits.h(), &fd, 1e-3, "ce grad");
     }
-    assert!(softmax_cross_entropy(&logits, &[0, 1, 2, 3, 7], 0.0).is_err());
-    assert!(softmax_cross_entropy(&logits, &[0, 1], 0.0).is_err());
+    assert!(softmax_cross_entropy(&logits, &common::labels(&[0, 1, 2, 3, 7], dev), 0.0).is_err());
+    assert!(softmax_cross_entropy(&logits, &common::labels(&[0, 1], dev), 0.0).is_err());
     assert!(softmax_cross_entropy(&logits, &labels, 1.0).is_err());
-    let z = Tensor::cpu(&[3, 3], vec![1., 2., 3., 5., 5., 0., 0., 0., 9.]).unwrap();
-    assert_eq!(topk_correct(&z, &[2, 1, 0], 1).unwrap(), 1); // row1: tie, class 0 ranks first
-    assert_eq!(topk_correct(&z, &[2, 1, 0], 2).unwrap(), 3);
+    let z = Tensor::from_vec(&[3, 3], vec![1., 2., 3., 5., 5., 0., 0., 0., 9.], *dev).unwrap();
+    assert_eq!(
+        topk_correct(&z, &common::labels(&[2, 1, 0], dev), 1).unwrap(),
+        1
+    ); // row1: tie, class 0 ranks first
+    assert_eq!(
+        topk_correct(&z, &common::labels(&[2, 1, 0], dev), 2).unwrap(),
+        3
+    );
+    Ok(())
 }
+test_device!(
+    cross_entropy_with_label_smoothing,
+    cross_entropy_with_label_smoothing_cpu,
+    cross_entropy_with_label_smoothing_cuda
+);
 
-#[test]
-fn sgd_matches_pytorch_formula_and_respects_masks() {
+fn sgd_matches_pytorch_formula_and_respects_masks(dev: &Device) -> TestResult {
     let cfg = SgdConfig {
         lr: 0.1,
         momentum: 0.9,
         nesterov: true,
         weight_decay: 5e-4,
     };
-    let w0 = randn(&[4, 5], 1);
-    let g = randn(&[4, 5], 2);
-    let mask = mask_at(&[4, 5], 0.5, 3);
+    let w0 = randn(&[4, 5], 1, dev);
+    let g = randn(&[4, 5], 2, dev);
+    let gh = g.h();
+    let mask = mask_at(&[4, 5], 0.5, 3, dev);
     let mut w = masked(&w0, &mask);
-    let mut buf = Tensor::zeros(&[4, 5], Device::Cpu).unwrap();
+    let mut buf = Tensor::zeros(&[4, 5], *dev)?;
     for step in 0..3 {
-        let (wb, bb) = (w.to_vec(), buf.to_vec());
-        sgd_step(&mut w, &g, &mut buf, Some(&mask), &cfg).unwrap();
+        let (wb, bb) = (w.h(), buf.h());
+        sgd_step(&mut w, &g, &mut buf, MaskPolicy::Weights(&mask), &cfg)?;
+        let (wn, bn) = (w.h(), buf.h());
         for i in 0..20 {
             if !mask.get(i) {
-                assert_eq!(
-                    (w.as_slice()[i], buf.as_slice()[i]),
-                    (0.0, 0.0),
-                    "step {step}"
-                );
+                assert_eq!((wn[i], bn[i]), (0.0, 0.0), "step {step}");
                 continue;
             }
-            let d = g.as_slice()[i] as f64 + 5e-4 * wb[i] as f64;
+            let d = gh[i] as f64 + 5e-4 * wb[i] as f64;
             let b = 0.9 * bb[i] as f64 + d;
             let expect = wb[i] as f64 - 0.1 * (d + 0.9 * b);
-            assert!((w.as_slice()[i] as f64 - expect).abs() < 1e-5);
-            assert!((buf.as_slice()[i] as f64 - b).abs() < 1e-5);
+            assert!((wn[i] as f64 - expect).abs() < 1e-5);
+            assert!((bn[i] as f64 - b).abs() < 1e-5);
         }
+    }
+    // The gradient policy (OptG): G ⊙ M enters the update, stored values stay dense.
+    let mut w = w0.clone();
+    let mut buf = Tensor::zeros(&[4, 5], *dev)?;
+    sgd_step(&mut w, &g, &mut buf, MaskPolicy::Gradient(&mask), &cfg)?;
+    let (w0h, wn, bn) = (w0.h(), w.h(), buf.h());
+    for i in 0..20 {
+        let gi = if mask.get(i) { gh[i] as f64 } else { 0.0 };
+        let d = gi + 5e-4 * w0h[i] as f64;
+        let expect = w0h[i] as f64 - 0.1 * (d + 0.9 * d);
+        assert!(
+            (wn[i] as f64 - expect).abs() < 1e-5,
+            "gradient policy at {i}"
+        );
+        assert!((bn[i] as f64 - d).abs() < 1e-5);
+        assert!(wn[i] != 0.0, "pruned stored values are kept");
     }
     // Plain momentum, no mask.
     let cfg = SgdConfig {
@@ -260,77 +300,210 @@ fn sgd_matches_pytorch_formula_and_respects_masks() {
         ..cfg
     };
     let mut w = w0.clone();
-    let mut buf = Tensor::zeros(&[4, 5], Device::Cpu).unwrap();
-    sgd_step(&mut w, &g, &mut buf, None, &cfg).unwrap();
-    sgd_step(&mut w, &g, &mut buf, None, &cfg).unwrap();
+    let mut buf = Tensor::zeros(&[4, 5], *dev)?;
+    sgd_step(&mut w, &g, &mut buf, MaskPolicy::None, &cfg)?;
+    sgd_step(&mut w, &g, &mut buf, MaskPolicy::None, &cfg)?;
+    let wn = w.h();
     for i in 0..20 {
-        let e = w0.as_slice()[i] as f64 - 0.1 * g.as_slice()[i] as f64 * (1.0 + 1.9);
-        assert!((w.as_slice()[i] as f64 - e).abs() < 1e-5);
+        let e = w0h[i] as f64 - 0.1 * gh[i] as f64 * (1.0 + 1.9);
+        assert!((wn[i] as f64 - e).abs() < 1e-5);
     }
-    assert!(sgd_step(
-        &mut w,
-        &g,
-        &mut buf,
-        None,
-        &SgdConfig {
-            lr: f32::NAN,
-            ..cfg
-        }
-    )
-    .is_err());
-    assert!(sgd_step(&mut w, &randn(&[5, 4], 1), &mut buf, None, &cfg).is_err());
+    let nan = SgdConfig {
+        lr: f32::NAN,
+        ..cfg
+    };
+    assert!(sgd_step(&mut w, &g, &mut buf, MaskPolicy::None, &nan).is_err());
+    let wrong = randn(&[5, 4], 1, dev);
+    assert!(sgd_step(&mut w, &wrong, &mut buf, MaskPolicy::None, &cfg).is_err());
+    Ok(())
 }
+test_device!(
+    sgd_matches_pytorch_formula_and_respects_masks,
+    sgd_cpu,
+    sgd_cuda
+);
 
-#[test]
-fn mask_update_keeps_budget_and_resets_grown_state() {
+fn mask_update_keeps_budget_and_resets_grown_state(dev: &Device) -> TestResult {
     let shape = [6, 10];
-    let mut mask = mask_at(&shape, 0.7, 4);
-    let mut w = masked(&randn(&shape, 1), &mask);
-    let mut mom = masked(&randn(&shape, 2), &mask);
-    let grad = randn(&shape, 3);
-    let before = mask.clone();
+    let mut mask = mask_at(&shape, 0.7, 4, dev);
+    let mut w = masked(&randn(&shape, 1, dev), &mask);
+    let mut mom = masked(&randn(&shape, 2, dev), &mask);
+    let grad = randn(&shape, 3, dev);
+    let before = mask.mask().clone();
     let a = mask.count_ones();
-    let drop: Vec<f32> = w.as_slice().iter().map(|v| v.abs()).collect();
-    let grow: Vec<f32> = grad.as_slice().iter().map(|v| v.abs()).collect();
-    let (w_old, m_old) = (w.clone(), mom.clone());
-    let dg = update_layer(&mut w, &mut mask, &mut [&mut mom], &drop, &grow, 6, |_| 0.0).unwrap();
+    let drop = abs_scores(&w)?;
+    let grow = abs_scores(&grad)?;
+    assert_eq!(drop.h(), w.h().iter().map(|v| v.abs()).collect::<Vec<_>>());
+    let (w_old, m_old) = (w.h(), mom.h());
+    let v0 = mask.version();
+    let dg = update_layer(
+        &mut w,
+        &mut mask,
+        &mut [&mut mom],
+        &drop,
+        &grow,
+        6,
+        GrowInit::Zero,
+    )?;
     assert_eq!(mask.count_ones(), a);
-    assert_eq!(dg.mask, mask);
+    assert_eq!(&dg.mask, mask.mask());
+    assert_ne!(mask.version(), v0, "a mask change takes a new version");
+    // The same selection as sparse-core's reference on the host scores.
+    let reference = drop_and_grow(&before, &drop.h(), &grow.h(), 6)?;
+    assert_eq!(reference.mask, dg.mask);
+    let (wn, mn) = (w.h(), mom.h());
     for i in 0..60 {
-        let (was, is) = (before.get(i), mask.get(i));
-        match (was, is) {
-            (true, true) => assert_eq!(
-                (w.as_slice()[i], mom.as_slice()[i]),
-                (w_old.as_slice()[i], m_old.as_slice()[i])
-            ),
-            (false, true) => assert_eq!((w.as_slice()[i], mom.as_slice()[i]), (0.0, 0.0)),
-            (true, false) => assert_eq!((w.as_slice()[i], mom.as_slice()[i]), (0.0, 0.0)),
+        match (before.get(i), mask.get(i)) {
+            (true, true) => assert_eq!((wn[i], mn[i]), (w_old[i], m_old[i])),
+            (false, true) | (true, false) => assert_eq!((wn[i], mn[i]), (0.0, 0.0)),
             (false, false) => {}
         }
     }
-    let mut counter = vec![u32::MAX - 1; 60];
-    accumulate_activity(&mut counter, &mask).unwrap();
-    accumulate_activity(&mut counter, &mask).unwrap();
+    // Normal initialisation: the k-th grown position takes the k-th draw of the stream.
+    let mut mask2 = mask_at(&shape, 0.7, 4, dev);
+    let mut w2 = masked(&randn(&shape, 1, dev), &mask2);
+    let init = GrowInit::Normal {
+        std: 0.1,
+        seed: 9,
+        stream: 3,
+    };
+    let dg = update_layer(&mut w2, &mut mask2, &mut [], &drop, &grow, 6, init)?;
+    let mut rng = stream_rng(9, 3);
+    let w2h = w2.h();
+    for &i in &dg.grown {
+        assert_eq!(w2h[i as usize], 0.1 * standard_normal(&mut rng));
+    }
+    let mut counter = IndexTensor::full(&[60], u32::MAX - 1, *dev)?;
+    accumulate_activity(&mut counter, &mask)?;
+    accumulate_activity(&mut counter, &mask)?;
     assert!(counter
+        .to_host()?
         .iter()
         .enumerate()
         .all(|(i, &c)| c == if mask.get(i) { u32::MAX } else { u32::MAX - 1 }));
-    assert!(accumulate_activity(&mut counter[..5], &mask).is_err());
+    let mut short = IndexTensor::zeros(&[5], *dev)?;
+    assert!(accumulate_activity(&mut short, &mask).is_err());
     assert_eq!(
-        count_nonzero(&w),
-        w.as_slice().iter().filter(|v| **v != 0.0).count()
+        count_nonzero(&w)?,
+        w.h().iter().filter(|v| **v != 0.0).count()
     );
-    let wrong = Mask::ones(&[60]);
-    let mut m2 = wrong.clone();
-    assert!(update_layer(&mut w, &mut m2, &mut [], &drop, &grow, 1, |_| 0.0).is_err());
+    let mut m2 = DeviceMask::new(Mask::ones(&[60]), *dev)?;
+    assert!(update_layer(&mut w, &mut m2, &mut [], &drop, &grow, 1, GrowInit::Zero).is_err());
+    Ok(())
 }
+test_device!(
+    mask_update_keeps_budget_and_resets_grown_state,
+    mask_update_cpu,
+    mask_update_cuda
+);
 
+fn selection_ops_match_sparse_core(dev: &Device) -> TestResult {
+    // Scores with many ties (8 distinct values), so the §0.2 tie rule decides.
+    let n = [3usize, 40];
+    let sv: Vec<f32> = (0..120).map(|i| ((i * 37) % 8) as f32).collect();
+    let s = t(&n, sv.clone(), dev);
+    let cand = mask_at(&n, 0.4, 8, dev);
+    for k in [0, 1, 17, 50, cand.count_ones()] {
+        for order in [Order::Largest, Order::Smallest] {
+            let got = select_mask(&s, k, Some(&cand), order)?;
+            let want = select(&n, &sv, k, Candidates::Set(&cand), order, Parallelism::Auto)?;
+            assert_eq!(got, want, "k {k} {order:?}");
+        }
+    }
+    // Global selection over two layers equals one selection over the concatenation.
+    let s2v: Vec<f32> = (0..30).map(|i| ((i * 11) % 8) as f32).collect();
+    let s2 = t(&[30], s2v.clone(), dev);
+    let all: Vec<f32> = sv.iter().chain(&s2v).copied().collect();
+    let masks = select_global(&[&s, &s2], &[Some(&cand), None], 40, Order::Largest)?;
+    let mut c = Mask::zeros(&[150]);
+    cand.iter_ones().for_each(|i| c.set(i));
+    (120..150).for_each(|i| c.set(i));
+    let want = select(
+        &[150],
+        &all,
+        40,
+        Candidates::Set(&c),
+        Order::Largest,
+        Parallelism::Auto,
+    )?;
+    let got: Vec<usize> = masks[0]
+        .iter_ones()
+        .chain(masks[1].iter_ones().map(|i| i + 120))
+        .collect();
+    assert_eq!(got, want.iter_ones().collect::<Vec<_>>());
+    assert_eq!(masks[0].shape(), &n);
+    // Thresholds and point ops.
+    let theta = min_at(&s, &masks[0])?;
+    assert_eq!(
+        theta,
+        masks[0]
+            .iter_ones()
+            .map(|i| sv[i])
+            .fold(f32::INFINITY, f32::min)
+    );
+    let ge = at_least(&s, 5.0)?;
+    assert!((0..120).all(|i| ge.get(i) == (sv[i] >= 5.0)));
+    let w = t(&[4], vec![-1.0, 0.0, 2.0, -0.5], dev);
+    let within = Mask::from_bools(&[4], &[true, true, false, true])?;
+    assert_eq!(
+        nonneg_within(&w, &within)?.to_bools(),
+        vec![false, true, false, false]
+    );
+    let mut z = w.clone();
+    zero_at(
+        &mut z,
+        &Mask::from_bools(&[4], &[true, false, true, false])?,
+    )?;
+    assert_eq!(z.h(), vec![0.0, 0.0, 0.0, -0.5]);
+    let mut am = w.clone();
+    apply_mask(&mut am, &DeviceMask::new(within, *dev)?)?;
+    assert_eq!(am.h(), vec![-1.0, 0.0, 0.0, -0.5]);
+    Ok(())
+}
+test_device!(
+    selection_ops_match_sparse_core,
+    selection_cpu,
+    selection_cuda
+);
+
+fn score_and_control_variate_steps(dev: &Device) -> TestResult {
+    let (g, w) = (randn(&[3, 7], 1, dev), randn(&[3, 7], 2, dev));
+    let mut s = randn(&[3, 7], 3, dev);
+    let mut b = randn(&[3, 7], 4, dev);
+    let (s0, b0, gh, wh) = (s.h(), b.h(), g.h(), w.h());
+    score_step(&mut s, &mut b, &g, &w, 0.9, 0.05)?;
+    let (s1, b1) = (s.h(), b.h());
+    for i in 0..21 {
+        let bb = 0.9 * b0[i] as f64 + gh[i] as f64 * wh[i] as f64;
+        assert!((b1[i] as f64 - bb).abs() < 1e-6);
+        assert!((s1[i] as f64 - (s0[i] as f64 - 0.05 * bb)).abs() < 1e-6);
+    }
+    // AGC: dst = g + c·(μ − dst).
+    let mu = randn(&[3, 7], 5, dev);
+    let mut d = w.clone();
+    control_variate(&mut d, &g, &mu, 0.25)?;
+    let (dh, muh) = (d.h(), mu.h());
+    for i in 0..21 {
+        let e = gh[i] as f64 + 0.25 * (muh[i] as f64 - wh[i] as f64);
+        assert!((dh[i] as f64 - e).abs() < 1e-6);
+    }
+    let mut x = g.clone();
+    scale(&mut x, 0.5)?;
+    assert_eq!(x.h(), gh.iter().map(|v| v * 0.5).collect::<Vec<_>>());
+    add_assign(&mut x, &g)?;
+    assert!(score_step(&mut s, &mut b, &randn(&[2], 1, dev), &w, 0.9, 0.1).is_err());
+    Ok(())
+}
+test_device!(score_and_control_variate_steps, score_cpu, score_cuda);
+
+#[cfg(not(feature = "cuda"))]
 #[test]
 fn devices_fail_clearly_without_cuda() {
     let err = Device::cuda(0).unwrap_err();
     assert!(matches!(err, KernelError::DeviceUnavailable(_)));
     assert!(err.to_string().contains("CUDA not available"));
     assert!(Tensor::zeros(&[2], Device::Cuda(0)).is_err());
+    assert!(DeviceMask::new(Mask::ones(&[3]), Device::Cuda(0)).is_err());
     assert!("cuda".parse::<DeviceRequest>().unwrap().resolve().is_err());
     let (d, notice) = "auto".parse::<DeviceRequest>().unwrap().resolve().unwrap();
     assert_eq!(d, Device::Cpu);

@@ -20,9 +20,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use sparse_algos::AlgoState;
 use sparse_core::{Csr, Mask};
+use sparse_kernels::Tensor;
 
 use crate::config::TrainConfig;
-use crate::report::atomic_write;
+use crate::fs::atomic_write;
 use crate::trainer::Trainer;
 
 const FORMAT: &str = "sparse-train-checkpoint-v1";
@@ -35,19 +36,31 @@ struct Owned {
     bytes: Vec<u8>,
 }
 
+// safetensors is little-endian, like every target this crate supports.
+#[cfg(not(target_endian = "little"))]
+compile_error!("checkpoints are written as little-endian byte casts");
+
 fn f32s(shape: &[usize], v: &[f32]) -> Owned {
     Owned {
         dtype: Dtype::F32,
         shape: shape.to_vec(),
-        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        bytes: bytemuck::cast_slice(v).to_vec(),
     }
+}
+/// A device tensor's values (the checkpoint and export boundary: a host copy).
+fn tensor(t: &Tensor) -> Result<Owned> {
+    Ok(f32s(t.shape(), &t.to_host()?))
 }
 fn u32s(v: &[u32]) -> Owned {
     Owned {
         dtype: Dtype::U32,
         shape: vec![v.len()],
-        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        bytes: bytemuck::cast_slice(v).to_vec(),
     }
+}
+/// Little-endian bytes as values (safetensors data may be unaligned, so this copies).
+fn from_bytes<T: bytemuck::Pod>(b: &[u8]) -> Vec<T> {
+    bytemuck::pod_collect_to_vec(b)
 }
 fn mask_u8(m: &Mask) -> Owned {
     Owned {
@@ -77,41 +90,35 @@ fn write(
     atomic_write(path, &bytes)
 }
 
-fn algo_state(t: &Trainer) -> AlgoState {
-    let mut s = t.method.state();
+fn algo_state(t: &Trainer) -> Result<AlgoState> {
+    let mut s = t.method.state()?;
     if let Some(a) = &t.agc {
-        let a = a.state();
+        let a = a.state()?;
         s.tensors.extend(a.tensors);
         s.counters.extend(a.counters);
         s.scalars.extend(a.scalars);
     }
-    s
+    Ok(s)
 }
 
 /// Writes a checkpoint of `t` to `path` (temp file + rename).
 pub fn save(t: &mut Trainer, path: &Path) -> Result<()> {
     let mut tensors = BTreeMap::new();
     for p in t.model.params() {
-        tensors.insert(
-            format!("param/{}", p.name),
-            f32s(p.value.shape(), p.value.as_slice()),
-        );
-        tensors.insert(
-            format!("momentum/{}", p.name),
-            f32s(p.value.shape(), p.momentum.as_slice()),
-        );
-        if let Some(m) = &p.mask {
-            tensors.insert(format!("mask/{}", p.name), mask_u8(m));
+        tensors.insert(format!("param/{}", p.name), tensor(&p.value)?);
+        tensors.insert(format!("momentum/{}", p.name), tensor(&p.momentum)?);
+        if let Some(m) = p.mask() {
+            tensors.insert(format!("mask/{}", p.name), mask_u8(m.mask()));
         }
     }
     for (name, m, v) in t.model.running_stats_mut() {
-        tensors.insert(format!("bn/{name}/mean"), f32s(m.shape(), m.as_slice()));
-        tensors.insert(format!("bn/{name}/var"), f32s(v.shape(), v.as_slice()));
+        tensors.insert(format!("bn/{name}/mean"), tensor(m)?);
+        tensors.insert(format!("bn/{name}/var"), tensor(v)?);
     }
-    for (i, f) in t.fired.iter().enumerate() {
+    for (i, f) in t.coverage.masks().iter().enumerate() {
         tensors.insert(format!("fired/{i}"), mask_u8(&f.reshape(&[f.len()])?));
     }
-    let algo = algo_state(t);
+    let algo = algo_state(t)?;
     for (k, v) in &algo.tensors {
         tensors.insert(format!("algo/t/{k}"), f32s(&[v.len()], v));
     }
@@ -198,10 +205,7 @@ impl Checkpoint {
                     v.shape()
                 );
             }
-            Ok(v.data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
+            Ok(from_bytes(v.data()))
         };
         let mask = |name: &str, shape: &[usize]| -> Result<Mask> {
             let v = st
@@ -215,29 +219,29 @@ impl Checkpoint {
                 &v.data().iter().map(|&b| b != 0).collect::<Vec<_>>(),
             )?)
         };
+        let dev = t.device;
         for p in t.model.params_mut() {
             let shape = p.value.shape().to_vec();
-            p.value
-                .as_mut_slice()
-                .copy_from_slice(&f32v(&format!("param/{}", p.name), &shape)?);
-            p.momentum
-                .as_mut_slice()
-                .copy_from_slice(&f32v(&format!("momentum/{}", p.name), &shape)?);
-            if p.mask.is_some() {
-                p.mask = Some(mask(&format!("mask/{}", p.name), &shape)?);
-                p.mask_version += 1;
+            p.value = Tensor::from_vec(&shape, f32v(&format!("param/{}", p.name), &shape)?, dev)?;
+            p.momentum =
+                Tensor::from_vec(&shape, f32v(&format!("momentum/{}", p.name), &shape)?, dev)?;
+            if p.mask().is_some() {
+                p.set_mask(mask(&format!("mask/{}", p.name), &shape)?)?;
             }
         }
         for (name, m, v) in t.model.running_stats_mut() {
             let shape = m.shape().to_vec();
-            m.as_mut_slice()
-                .copy_from_slice(&f32v(&format!("bn/{name}/mean"), &shape)?);
-            v.as_mut_slice()
-                .copy_from_slice(&f32v(&format!("bn/{name}/var"), &shape)?);
+            *m = Tensor::from_vec(&shape, f32v(&format!("bn/{name}/mean"), &shape)?, dev)?;
+            *v = Tensor::from_vec(&shape, f32v(&format!("bn/{name}/var"), &shape)?, dev)?;
         }
-        for (i, f) in t.fired.iter_mut().enumerate() {
-            *f = mask(&format!("fired/{i}"), &[f.len()])?.reshape(f.shape())?;
-        }
+        let fired = t
+            .coverage
+            .masks()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| mask(&format!("fired/{i}"), &[f.len()]))
+            .collect::<Result<Vec<_>>>()?;
+        t.coverage.restore(fired)?;
         let mut algo = AlgoState {
             scalars: serde_json::from_str(
                 self.meta.get("algo_scalars").context("no algo_scalars")?,
@@ -246,13 +250,10 @@ impl Checkpoint {
         };
         for name in st.names() {
             let v = st.tensor(name).map_err(|e| anyhow!("{e:?}"))?;
-            let words = || v.data().chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
             if let Some(k) = name.strip_prefix("algo/t/") {
-                algo.tensors
-                    .insert(k.to_string(), words().map(f32::from_le_bytes).collect());
+                algo.tensors.insert(k.to_string(), from_bytes(v.data()));
             } else if let Some(k) = name.strip_prefix("algo/c/") {
-                algo.counters
-                    .insert(k.to_string(), words().map(u32::from_le_bytes).collect());
+                algo.counters.insert(k.to_string(), from_bytes(v.data()));
             }
         }
         t.method.load_state(&algo)?;
@@ -287,9 +288,9 @@ pub fn load(path: &Path, data_dir: Option<&Path>) -> Result<Trainer> {
 pub fn export(t: &mut Trainer, path: &Path) -> Result<()> {
     let mut tensors = BTreeMap::new();
     for p in t.model.params() {
-        match &p.mask {
+        match p.mask() {
             Some(m) => {
-                let csr = Csr::from_dense_masked(p.value.as_slice(), m)?;
+                let csr = Csr::from_dense_masked(&p.value.to_host()?, m.mask())?;
                 tensors.insert(format!("{}.row_ptr", p.name), u32s(csr.row_ptr()));
                 tensors.insert(format!("{}.col_idx", p.name), u32s(csr.col_idx()));
                 tensors.insert(
@@ -302,21 +303,18 @@ pub fn export(t: &mut Trainer, path: &Path) -> Result<()> {
                     Owned {
                         dtype: Dtype::I64,
                         shape: vec![shape.len()],
-                        bytes: shape.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                        bytes: bytemuck::cast_slice(&shape).to_vec(),
                     },
                 );
             }
             None => {
-                tensors.insert(p.name.clone(), f32s(p.value.shape(), p.value.as_slice()));
+                tensors.insert(p.name.clone(), tensor(&p.value)?);
             }
         }
     }
     for (name, m, v) in t.model.running_stats_mut() {
-        tensors.insert(
-            format!("{name}.running_mean"),
-            f32s(m.shape(), m.as_slice()),
-        );
-        tensors.insert(format!("{name}.running_var"), f32s(v.shape(), v.as_slice()));
+        tensors.insert(format!("{name}.running_mean"), tensor(m)?);
+        tensors.insert(format!("{name}.running_var"), tensor(v)?);
     }
     let (c, h, w) = t.data.train.chw;
     let meta = HashMap::from([

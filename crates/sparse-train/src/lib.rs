@@ -1,14 +1,16 @@
 //! # sparse-train
 //!
 //! Where a user meets the toolkit: models ([`model`]), data ([`data`]), the trainer
-//! ([`trainer`]), checkpoints and export ([`checkpoint`]), run outputs ([`report`]) and the
-//! `sparse-train` command-line tool (`src/main.rs`).
+//! ([`trainer`]), the run directory ([`run`]), checkpoints and export ([`checkpoint`]), run
+//! outputs ([`report`]) and the `sparse-train` command-line tool (`src/main.rs`).
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod fs;
 pub mod model;
 pub mod report;
+pub mod run;
 pub mod trainer;
 
 pub use sparse_algos as algos;

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use sparse_train::config::{LrSchedule, TrainConfig};
 use sparse_train::data::DataKind;
+use sparse_train::run::RunDir;
 use sparse_train::trainer::Trainer;
 
 #[derive(Parser)]
@@ -190,47 +191,41 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
 
 fn train(a: TrainArgs) -> Result<()> {
     let (mut trainer, out) = if let Some(dir) = &a.resume {
-        let ck = dir.join("last.safetensors");
-        let cfg = sparse_train::checkpoint::Checkpoint::read(&ck)?.config()?;
-        Trainer::init_threads(a.threads.or(cfg.threads));
-        let t = sparse_train::checkpoint::load(&ck, a.data_dir.as_deref())?;
+        let (run, t) = RunDir::resume(dir, a.data_dir.as_deref(), a.threads)?;
         eprintln!(
             "resuming {} at step {} (epoch {})",
             dir.display(),
             t.step,
             t.epoch
         );
-        (t, Some(dir.clone()))
+        (t, Some(run))
     } else {
         let cfg = resolve(&a)?;
         Trainer::init_threads(cfg.threads);
         let t = Trainer::new(cfg)?;
-        if let Some(dir) = &a.out {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("{}: cannot create output directory", dir.display()))?;
-            sparse_train::report::atomic_write(
-                &dir.join("config.toml"),
-                t.cfg.to_toml()?.as_bytes(),
-            )?;
-            let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
-        }
-        (t, a.out.clone())
+        let run = a
+            .out
+            .as_deref()
+            .map(|dir| RunDir::create(dir, &t.cfg))
+            .transpose()?;
+        (t, run)
     };
-    let target = if trainer.cfg.method == "dense" {
-        "all weights active".to_string()
-    } else {
+    let target = if trainer.props.masked {
         format!("sparsity {}", trainer.cfg.sparsity)
+    } else {
+        "all weights active".to_string()
     };
     eprintln!(
-        "{} on {:?} | {} | {target} | {} steps ({} per epoch) | {} threads",
+        "{} on {:?} ({:?}) | {} | {target} | {} steps ({} per epoch) | {} threads",
         trainer.cfg.model,
         trainer.cfg.data,
+        trainer.device,
         trainer.cfg.method,
         trainer.total_steps(),
         trainer.steps_per_epoch(),
         rayon::current_num_threads()
     );
-    let s = trainer.run(out.as_deref())?;
+    let s = sparse_train::run::train(&mut trainer, out.as_ref())?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::trainer::Trainer;
+use crate::fs::atomic_write;
 
 /// One sparsifiable layer's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub struct EpochMetrics {
     pub images_per_sec: f64,
 }
 
-/// `summary.json`.
+/// `summary.json` (built by [`Trainer::summary`](crate::trainer::Trainer::summary)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Final test accuracy (fraction).
@@ -78,32 +78,6 @@ pub struct Summary {
     pub model: String,
     /// Method.
     pub method: String,
-}
-
-impl Summary {
-    /// Builds the summary of a finished run.
-    pub fn new(t: &Trainer, history: &[EpochMetrics], wall: f64) -> Summary {
-        let last = history.last();
-        Summary {
-            test_accuracy: last.map_or(0.0, |m| m.test_accuracy),
-            best_test_accuracy: history.iter().map(|m| m.test_accuracy).fold(0.0, f64::max),
-            global_sparsity: 1.0 - t.global_density(),
-            nnz_per_layer: t
-                .layer_metrics()
-                .into_iter()
-                .map(|l| (l.name, l.nnz))
-                .collect(),
-            steps: t.step,
-            train_images_per_sec: if history.is_empty() {
-                0.0
-            } else {
-                history.iter().map(|m| m.images_per_sec).sum::<f64>() / history.len() as f64
-            },
-            wall_seconds: wall,
-            model: t.cfg.model.clone(),
-            method: t.cfg.method.clone(),
-        }
-    }
 }
 
 /// Appends one epoch to `metrics.jsonl`.
@@ -137,19 +111,6 @@ pub fn write_summary(dir: &Path, s: &Summary) -> Result<()> {
         &dir.join("summary.json"),
         serde_json::to_string_pretty(s)?.as_bytes(),
     )
-}
-
-/// Writes `path` via a temporary file and a rename, so a crash never leaves a partial file.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
 }
 
 /// `accuracy.svg` (train and test accuracy per epoch) and `density.svg` (final per-layer density).

@@ -119,7 +119,7 @@ fn resnet20_learns_cifar10() {
         ..TrainConfig::default()
     };
     let mut t = Trainer::new(cfg).unwrap();
-    let s = t.run(None).unwrap();
+    let s = sparse_train::run::train(&mut t, None).unwrap();
     eprintln!(
         "resnet20 (x0.5) rigl 80% on CIFAR-10, 250 steps: test accuracy {:.4}",
         s.test_accuracy
@@ -149,9 +149,9 @@ fn resume_cfg(method: &str, agc: bool) -> TrainConfig {
 fn state(t: &Trainer) -> (Vec<Vec<f32>>, Vec<Vec<bool>>) {
     let p = t.model.params();
     (
-        p.iter().map(|p| p.value.to_vec()).collect(),
+        p.iter().map(|p| p.value.to_host().unwrap()).collect(),
         p.iter()
-            .filter_map(|p| p.mask.as_ref().map(|m| m.to_bools()))
+            .filter_map(|p| p.mask().map(|m| m.mask().to_bools()))
             .collect(),
     )
 }
@@ -324,13 +324,13 @@ fn python_reads_the_export_and_matches_rust_predictions() {
     let mut cfg = mnist_cfg(&dir, "rigl");
     cfg.epochs = 1;
     let mut t = Trainer::new(cfg).unwrap();
-    t.run(None).unwrap();
+    sparse_train::run::train(&mut t, None).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let export = tmp.path().join("mlp.safetensors");
     sparse_train::checkpoint::export(&mut t, &export).unwrap();
     // Rust predictions on the first 500 test images.
-    let loader = sparse_train::data::Loader::eval(&t.data, &t.data.test.clone(), 500);
-    let b = loader.eval_batch(0);
+    let loader = sparse_train::data::Loader::eval(&t.data, t.data.test.clone(), 500);
+    let b = loader.eval_batch(0).unwrap();
     let ctx = sparse_train::model::ExecCtx {
         train: false,
         dense_grad: false,
@@ -339,14 +339,8 @@ fn python_reads_the_export_and_matches_rust_predictions() {
         freeze_running_stats: true,
         policy: sparse_kernels::ExecPolicy::default(),
     };
-    let logits = t
-        .model
-        .forward(
-            sparse_kernels::Tensor::cpu(&[b.n, 1, 28, 28], b.x.clone()).unwrap(),
-            &ctx,
-        )
-        .unwrap();
-    let l = logits.to_vec();
+    let logits = t.model.forward(b.x.clone(), &ctx).unwrap();
+    let l = logits.to_host().unwrap();
     let preds: Vec<usize> = l
         .chunks(10)
         .map(|r| (0..10).fold(0, |best, j| if r[j] > r[best] { j } else { best }))

@@ -2,7 +2,7 @@
 //! its conv/linear weights as sparsifiable.
 
 use sparse_kernels::ops::loss::softmax_cross_entropy;
-use sparse_kernels::{ExecPolicy, Tensor};
+use sparse_kernels::{Device, ExecPolicy, IndexTensor, Tensor};
 use sparse_train::model::{build, ExecCtx, MODELS};
 
 #[test]
@@ -21,7 +21,7 @@ fn every_model_runs_forward_and_backward() {
         } else {
             [3, 32, 32]
         };
-        let mut m = build(name, input, 10, 0.125, 1).unwrap();
+        let mut m = build(name, input, 10, 0.125, 1, Device::Cpu).unwrap();
         let n: usize = input.iter().product();
         let x = Tensor::cpu(
             &[2, input[0], input[1], input[2]],
@@ -30,7 +30,8 @@ fn every_model_runs_forward_and_backward() {
         .unwrap();
         let logits = m.forward(x, &ctx).unwrap();
         assert_eq!(logits.shape(), &[2, 10], "{name}");
-        let ce = softmax_cross_entropy(&logits, &[1, 7], 0.0).unwrap();
+        let ce = softmax_cross_entropy(&logits, &IndexTensor::cpu(&[2], vec![1, 7]).unwrap(), 0.0)
+            .unwrap();
         assert!(ce.loss.is_finite(), "{name}");
         m.backward(ce.dlogits, &ctx).unwrap();
         let sparsifiable = m.params().iter().filter(|p| p.sparsifiable).count();
@@ -41,13 +42,13 @@ fn every_model_runs_forward_and_backward() {
         assert!(
             m.params()
                 .iter()
-                .all(|p| p.grad.as_slice().iter().all(|g| g.is_finite())),
+                .all(|p| p.grad.to_host().unwrap().iter().all(|g| g.is_finite())),
             "{name}"
         );
         assert!(
             m.params()
                 .iter()
-                .any(|p| p.grad.as_slice().iter().any(|g| *g != 0.0)),
+                .any(|p| p.grad.to_host().unwrap().iter().any(|g| *g != 0.0)),
             "{name}: no gradient"
         );
         let depth = m
@@ -73,6 +74,6 @@ fn every_model_runs_forward_and_backward() {
             "{name}: conv count (including projection shortcuts)"
         );
     }
-    assert!(build("resnet99", [3, 32, 32], 10, 1.0, 0).is_err());
-    assert!(build("mlp", [1, 28, 28], 10, 0.0, 0).is_err());
+    assert!(build("resnet99", [3, 32, 32], 10, 1.0, 0, Device::Cpu).is_err());
+    assert!(build("mlp", [1, 28, 28], 10, 0.0, 0, Device::Cpu).is_err());
 }

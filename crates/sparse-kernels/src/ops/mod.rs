@@ -1,6 +1,7 @@
-//! Every op training needs, one module per op family. Each family holds the public,
-//! device-neutral functions (shape checks, docs, tests) and a `cpu` module with the rayon
-//! implementation; the CUDA backend adds a `cuda` module and a `kernels/<family>.cu`.
+//! Every op training needs, one folder per op family. Each family's `mod.rs` holds the
+//! backend trait of the family and the public, device-neutral functions (argument checks,
+//! then [`dispatch!`](crate::dispatch) on the device); `cpu.rs` implements the trait with
+//! rayon and `cuda.rs` for the CUDA backend (kernels in the top-level `kernels/`).
 
 pub mod activation;
 pub mod conv;

@@ -7,18 +7,20 @@
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
+use anyhow::Result;
 use rand_core::RngCore;
 use sparse_core::stream_rng;
+use sparse_kernels::{IndexTensor, Tensor};
 
 use super::{Data, Dataset};
 
-/// A prepared batch.
+/// A prepared batch, as host tensors the trainer takes over and moves to its device.
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// Normalised pixels `[B, C, H, W]`.
-    pub x: Vec<f32>,
-    /// Labels.
-    pub y: Vec<u32>,
+    pub x: Tensor,
+    /// Labels `[B]`.
+    pub y: IndexTensor,
     /// Batch size.
     pub n: usize,
 }
@@ -38,7 +40,7 @@ impl Loader {
     /// A training loader (shuffled, augmented when the data are CIFAR-style).
     pub fn train(d: &Data, batch: usize, seed: u64) -> Loader {
         Loader {
-            data: Arc::new(d.train.clone()),
+            data: d.train.clone(),
             mean: d.mean.clone(),
             std: d.std.clone(),
             augment: d.augment,
@@ -48,9 +50,9 @@ impl Loader {
     }
 
     /// An evaluation loader over `split` (in order, no augmentation).
-    pub fn eval(d: &Data, split: &Dataset, batch: usize) -> Loader {
+    pub fn eval(d: &Data, split: Arc<Dataset>, batch: usize) -> Loader {
         Loader {
-            data: Arc::new(split.clone()),
+            data: split,
             mean: d.mean.clone(),
             std: d.std.clone(),
             augment: false,
@@ -81,7 +83,7 @@ impl Loader {
         p
     }
 
-    fn make(&self, idx: &[u32], epoch: u64, b: usize) -> Batch {
+    fn make(&self, idx: &[u32], epoch: u64, b: usize) -> Result<Batch> {
         let d = &self.data;
         let (c, h, w) = d.chw;
         let mut x = vec![0f32; idx.len() * c * h * w];
@@ -114,22 +116,24 @@ impl Loader {
                 }
             }
         }
-        Batch {
-            x,
-            y: idx.iter().map(|&i| d.labels[i as usize] as u32).collect(),
+        let y = idx.iter().map(|&i| d.labels[i as usize] as u32).collect();
+        Ok(Batch {
+            x: Tensor::cpu(&[idx.len(), c, h, w], x)?,
+            y: IndexTensor::cpu(&[idx.len()], y)?,
             n: idx.len(),
-        }
+        })
     }
 
     /// Training batches `from..` of `epoch`, produced on a background thread.
-    pub fn epoch(&self, epoch: u64, from: usize) -> Receiver<Batch> {
+    pub fn epoch(&self, epoch: u64, from: usize) -> Receiver<Result<Batch>> {
         let (tx, rx) = sync_channel(2);
         let me = self.clone();
         std::thread::spawn(move || {
             let perm = me.permutation(epoch);
             for b in from..me.train_batches() {
                 let batch = me.make(&perm[b * me.batch..(b + 1) * me.batch], epoch, b);
-                if tx.send(batch).is_err() {
+                let stop = batch.is_err();
+                if tx.send(batch).is_err() || stop {
                     return;
                 }
             }
@@ -138,7 +142,7 @@ impl Loader {
     }
 
     /// Evaluation batch `b` (in order).
-    pub fn eval_batch(&self, b: usize) -> Batch {
+    pub fn eval_batch(&self, b: usize) -> Result<Batch> {
         let n = self.data.len();
         let idx: Vec<u32> = (b * self.batch..((b + 1) * self.batch).min(n))
             .map(|i| i as u32)

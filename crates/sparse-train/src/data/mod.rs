@@ -9,6 +9,7 @@ pub mod loader;
 pub mod synthetic;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
@@ -83,10 +84,10 @@ impl Dataset {
 /// Train and test splits plus normalisation statistics.
 #[derive(Debug, Clone)]
 pub struct Data {
-    /// Training split.
-    pub train: Dataset,
-    /// Test split.
-    pub test: Dataset,
+    /// Training split (shared by the loaders, never copied).
+    pub train: Arc<Dataset>,
+    /// Test split (shared by the loaders, never copied).
+    pub test: Arc<Dataset>,
     /// Per-channel mean of `x/255`.
     pub mean: Vec<f32>,
     /// Per-channel standard deviation of `x/255`.
@@ -176,8 +177,8 @@ pub fn load(kind: DataKind, data_dir: Option<&Path>, seed: u64) -> Result<Data> 
     };
     let (mean, std) = channel_stats(&train);
     Ok(Data {
-        train,
-        test,
+        train: Arc::new(train),
+        test: Arc::new(test),
         mean,
         std,
         augment,

@@ -1,7 +1,7 @@
 //! Layer types with explicit forward/backward, built on `sparse-kernels`.
 
 use anyhow::{bail, Result};
-use sparse_core::Mask;
+use sparse_algos::Param;
 use sparse_kernels::ops::activation::{add, relu, relu_backward};
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
 use sparse_kernels::ops::linear::{linear_backward, linear_forward};
@@ -12,100 +12,53 @@ use sparse_kernels::ops::pool::{
     avg_pool, avg_pool_backward, global_avg_pool, global_avg_pool_backward, max_pool2x2,
     max_pool2x2_backward,
 };
-use sparse_kernels::{Device, ExecMode, ExecPolicy, SparseWeight, Tensor, WeightGrad, WeightRef};
+use sparse_kernels::{Device, ExecMode, ExecPolicy, IndexTensor, Tensor, WeightGrad, WeightRef};
 
-/// One trainable tensor with its gradient, momentum and (for sparsifiable weights) mask.
-pub struct Param {
-    /// Unique name (`features.3.weight`, ...).
-    pub name: String,
-    /// Stored values.
-    pub value: Tensor,
-    /// Gradient of the last backward.
-    pub grad: Tensor,
-    /// SGD momentum buffer.
-    pub momentum: Tensor,
-    /// Whether this is a conv / linear weight.
-    pub sparsifiable: bool,
-    /// The mask (sparse runs only).
-    pub mask: Option<Mask>,
-    /// Cached CSR form, valid while `sparse_version == mask_version`.
-    sparse: Option<SparseWeight>,
-    sparse_version: u64,
-    /// Bumped whenever the mask changes.
-    pub mask_version: u64,
+/// How a parameter executes in a pass: dense, masked (`W ⊙ M` with dense stored values)
+/// or sparse (CSR refreshed from the current values), by the policy and the mask density.
+fn exec_mode(p: &Param, ctx: &ExecCtx, conv: bool) -> ExecMode {
+    if p.mask().is_none() || ctx.force_dense {
+        return ExecMode::Dense;
+    }
+    if conv {
+        ctx.policy.conv(p.density())
+    } else {
+        ctx.policy.linear(p.density())
+    }
 }
 
-impl Param {
-    /// A parameter with zero gradient and momentum.
-    pub fn new(name: String, value: Tensor, sparsifiable: bool) -> Param {
-        let z = Tensor::zeros(value.shape(), Device::Cpu).expect("cpu");
-        Param {
-            name,
-            grad: z.clone(),
-            momentum: z,
-            value,
-            sparsifiable,
-            mask: None,
-            sparse: None,
-            sparse_version: u64::MAX,
-            mask_version: 0,
-        }
+/// Prepares the operand for this pass (builds or refreshes the sparse form when used).
+fn prepare(p: &mut Param, ctx: &ExecCtx, conv: bool) -> Result<()> {
+    if p.mask().is_none() || ctx.keeps_dense_values || exec_mode(p, ctx, conv) == ExecMode::Dense {
+        return Ok(());
     }
+    Ok(p.prepare_sparse()?)
+}
 
-    /// Density of the mask (1 without one).
-    pub fn density(&self) -> f64 {
-        self.mask.as_ref().map_or(1.0, |m| m.density())
+fn weight_ref<'a>(p: &'a Param, ctx: &ExecCtx, conv: bool) -> WeightRef<'a> {
+    match (p.mask(), p.sparse()) {
+        (Some(m), _) if ctx.keeps_dense_values && !ctx.force_dense => {
+            WeightRef::Masked(&p.value, m)
+        }
+        (Some(_), Some(s))
+            if exec_mode(p, ctx, conv) == ExecMode::Sparse && !ctx.keeps_dense_values =>
+        {
+            WeightRef::Sparse(s)
+        }
+        _ => WeightRef::Dense(&p.value),
     }
+}
 
-    /// Prepares the operand for this step: dense, masked (`W ⊙ M` with dense stored values)
-    /// or sparse (CSR refreshed from the current values).
-    fn prepare(&mut self, ctx: &ExecCtx, conv: bool) -> Result<()> {
-        let Some(mask) = &self.mask else {
-            return Ok(());
-        };
-        if ctx.keeps_dense_values || self.exec_mode(ctx, conv) == ExecMode::Dense {
-            return Ok(());
-        }
-        if self.sparse.is_none() || self.sparse_version != self.mask_version {
-            self.sparse = Some(SparseWeight::new(&self.value, mask)?);
-            self.sparse_version = self.mask_version;
-        } else if let Some(s) = &mut self.sparse {
-            s.refresh(&self.value)?;
-        }
-        Ok(())
+fn grad_mode<'a>(p: &'a Param, ctx: &ExecCtx) -> WeightGrad<'a> {
+    match p.mask() {
+        Some(m) if !ctx.dense_grad => WeightGrad::AtMask(m),
+        _ => WeightGrad::Dense,
     }
+}
 
-    fn exec_mode(&self, ctx: &ExecCtx, conv: bool) -> ExecMode {
-        if self.mask.is_none() || ctx.force_dense {
-            return ExecMode::Dense;
-        }
-        if conv {
-            ctx.policy.conv(self.density())
-        } else {
-            ctx.policy.linear(self.density())
-        }
-    }
-
-    fn weight_ref(&self, ctx: &ExecCtx, conv: bool) -> WeightRef<'_> {
-        match (&self.mask, &self.sparse) {
-            (Some(m), _) if ctx.keeps_dense_values && !ctx.force_dense => {
-                WeightRef::Masked(&self.value, m)
-            }
-            (Some(_), Some(s))
-                if self.exec_mode(ctx, conv) == ExecMode::Sparse && !ctx.keeps_dense_values =>
-            {
-                WeightRef::Sparse(s)
-            }
-            _ => WeightRef::Dense(&self.value),
-        }
-    }
-
-    fn grad_mode(&self, ctx: &ExecCtx) -> WeightGrad<'_> {
-        match &self.mask {
-            Some(m) if !ctx.dense_grad => WeightGrad::AtMask(m),
-            _ => WeightGrad::Dense,
-        }
-    }
+/// A parameter on the CPU (model construction; moved to the run's device afterwards).
+fn param(name: String, value: Tensor, sparsifiable: bool) -> Param {
+    Param::new(name, value, sparsifiable).expect("zero tensors on the CPU cannot fail")
 }
 
 /// Per-pass execution settings.
@@ -176,7 +129,7 @@ pub enum Node {
     /// ReLU (caches its output).
     Relu(Option<Tensor>),
     /// 2x2 max-pool (caches argmax and input shape).
-    MaxPool(Option<(Vec<u32>, Vec<usize>)>),
+    MaxPool(Option<(IndexTensor, Vec<usize>)>),
     /// k x k average pool (caches input shape).
     AvgPool(usize, Option<Vec<usize>>),
     /// Global average pool (caches input shape).
@@ -191,7 +144,7 @@ impl Node {
     /// Convolution node.
     pub fn conv(name: &str, w: Tensor, stride: usize, padding: usize) -> Node {
         Node::Conv(Conv {
-            w: Param::new(format!("{name}.weight"), w, true),
+            w: param(format!("{name}.weight"), w, true),
             p: Conv2dParams::new(stride, padding),
             x: None,
         })
@@ -199,8 +152,8 @@ impl Node {
     /// Linear node.
     pub fn linear(name: &str, w: Tensor, b: Tensor) -> Node {
         Node::Linear(Linear {
-            w: Param::new(format!("{name}.weight"), w, true),
-            b: Param::new(format!("{name}.bias"), b, false),
+            w: param(format!("{name}.weight"), w, true),
+            b: param(format!("{name}.bias"), b, false),
             x: None,
         })
     }
@@ -208,8 +161,8 @@ impl Node {
     pub fn bn(name: &str, c: usize) -> Node {
         let t = |v| Tensor::full(&[c], v, Device::Cpu).expect("cpu");
         Node::Bn(Bn {
-            gamma: Param::new(format!("{name}.weight"), t(1.0), false),
-            beta: Param::new(format!("{name}.bias"), t(0.0), false),
+            gamma: param(format!("{name}.weight"), t(1.0), false),
+            beta: param(format!("{name}.bias"), t(0.0), false),
             running_mean: t(0.0),
             running_var: t(1.0),
             cache: None,
@@ -220,16 +173,16 @@ impl Node {
     pub fn forward(&mut self, x: Tensor, ctx: &ExecCtx) -> Result<Tensor> {
         Ok(match self {
             Node::Conv(c) => {
-                c.w.prepare(ctx, true)?;
-                let y = conv2d_forward(&x, c.w.weight_ref(ctx, true), c.p)?;
+                prepare(&mut c.w, ctx, true)?;
+                let y = conv2d_forward(&x, weight_ref(&c.w, ctx, true), c.p)?;
                 if ctx.train {
                     c.x = Some(x);
                 }
                 y
             }
             Node::Linear(l) => {
-                l.w.prepare(ctx, false)?;
-                let y = linear_forward(&x, l.w.weight_ref(ctx, false), Some(&l.b.value))?;
+                prepare(&mut l.w, ctx, false)?;
+                let y = linear_forward(&x, weight_ref(&l.w, ctx, false), Some(&l.b.value))?;
                 if ctx.train {
                     l.x = Some(x);
                 }
@@ -238,13 +191,13 @@ impl Node {
             Node::Bn(b) => {
                 if ctx.train {
                     let p = BatchNormParams::default();
-                    let (mut rm, mut rv) = (b.running_mean.clone(), b.running_var.clone());
-                    let (y, cache) =
-                        batch_norm_train(&x, &b.gamma.value, &b.beta.value, &mut rm, &mut rv, p)?;
-                    if !ctx.freeze_running_stats {
-                        b.running_mean = rm;
-                        b.running_var = rv;
-                    }
+                    let (g, bt) = (&b.gamma.value, &b.beta.value);
+                    let (y, cache) = if ctx.freeze_running_stats {
+                        let (mut rm, mut rv) = (b.running_mean.clone(), b.running_var.clone());
+                        batch_norm_train(&x, g, bt, &mut rm, &mut rv, p)?
+                    } else {
+                        batch_norm_train(&x, g, bt, &mut b.running_mean, &mut b.running_var, p)?
+                    };
                     b.cache = Some(cache);
                     y
                 } else {
@@ -306,7 +259,8 @@ impl Node {
     /// Backward: accumulates (overwrites) parameter gradients and returns `∂L/∂x` (an empty
     /// tensor when `need_dx` is false).
     pub fn backward(&mut self, dy: Tensor, ctx: &ExecCtx, need_dx: bool) -> Result<Tensor> {
-        let empty = || Tensor::zeros(&[0], Device::Cpu);
+        let dev = dy.device();
+        let empty = || Tensor::zeros(&[0], dev);
         Ok(match self {
             Node::Conv(c) => {
                 let Some(x) = c.x.take() else {
@@ -315,10 +269,10 @@ impl Node {
                 let g = conv2d_backward(
                     &dy,
                     &x,
-                    c.w.weight_ref(ctx, true),
+                    weight_ref(&c.w, ctx, true),
                     c.p,
                     need_dx,
-                    c.w.grad_mode(ctx),
+                    grad_mode(&c.w, ctx),
                 )?;
                 c.w.grad = g.dw;
                 match g.dx {
@@ -333,13 +287,16 @@ impl Node {
                 let g = linear_backward(
                     &dy,
                     &x,
-                    l.w.weight_ref(ctx, false),
+                    weight_ref(&l.w, ctx, false),
                     true,
                     need_dx,
-                    l.w.grad_mode(ctx),
+                    grad_mode(&l.w, ctx),
                 )?;
                 l.w.grad = g.dw;
-                l.b.grad = g.db.expect("bias requested");
+                let Some(db) = g.db else {
+                    bail!("linear backward returned no bias gradient")
+                };
+                l.b.grad = db;
                 match g.dx {
                     Some(d) => d,
                     None => empty()?,
@@ -367,12 +324,23 @@ impl Node {
                 max_pool2x2_backward(&dy, &arg, &shape)?
             }
             Node::AvgPool(k, cache) => {
-                avg_pool_backward(&dy, *k, cache.as_ref().expect("forward ran"))?
+                let Some(shape) = cache.as_ref() else {
+                    bail!("avg-pool backward without a forward")
+                };
+                avg_pool_backward(&dy, *k, shape)?
             }
             Node::GlobalAvg(cache) => {
-                global_avg_pool_backward(&dy, cache.as_ref().expect("forward ran"))?
+                let Some(shape) = cache.as_ref() else {
+                    bail!("global-avg-pool backward without a forward")
+                };
+                global_avg_pool_backward(&dy, shape)?
             }
-            Node::Flatten(cache) => dy.reshape(cache.as_ref().expect("forward ran"))?,
+            Node::Flatten(cache) => {
+                let Some(shape) = cache.as_ref() else {
+                    bail!("flatten backward without a forward")
+                };
+                dy.reshape(shape)?
+            }
             Node::Residual(r) => {
                 let Some(y) = r.y.take() else {
                     bail!("residual backward without a training forward")

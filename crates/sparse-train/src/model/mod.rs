@@ -5,11 +5,12 @@
 pub mod layers;
 pub mod zoo;
 
-pub use layers::{ExecCtx, Node, Param};
+pub use layers::{ExecCtx, Node};
+pub use sparse_algos::Param;
 pub use zoo::{build, ModelKind, MODELS};
 
 use anyhow::Result;
-use sparse_kernels::Tensor;
+use sparse_kernels::{Device, Tensor};
 
 /// A network: a sequence of nodes, trained with explicit forward/backward.
 pub struct Model {
@@ -74,5 +75,29 @@ impl Model {
             n.collect_running(&mut out);
         }
         out
+    }
+
+    /// Moves every parameter (value, gradient, momentum) and BatchNorm statistic to
+    /// `device` (no copy when they already are there). Call before installing masks.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        let take = |t: &mut Tensor| -> Result<()> {
+            let moved =
+                std::mem::replace(t, Tensor::zeros(&[0], Device::Cpu)?).to_device(device)?;
+            *t = moved;
+            Ok(())
+        };
+        for p in self.params_mut() {
+            if p.mask().is_some() {
+                anyhow::bail!("move the model to its device before installing masks");
+            }
+            take(&mut p.value)?;
+            take(&mut p.grad)?;
+            take(&mut p.momentum)?;
+        }
+        for (_, m, v) in self.running_stats_mut() {
+            take(m)?;
+            take(v)?;
+        }
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use rand_core::RngCore;
 use sparse_core::stream_rng;
-use sparse_kernels::Tensor;
+use sparse_kernels::{Device, Tensor};
 
 use super::{Model, Node};
 
@@ -84,6 +84,7 @@ pub fn build(
     classes: usize,
     width: f64,
     seed: u64,
+    device: Device,
 ) -> Result<Model> {
     if !(width > 0.0 && width.is_finite()) {
         bail!("--width-mult must be > 0, got {width}");
@@ -210,11 +211,14 @@ pub fn build(
             bail!("unknown model `{other}` (known: {})", names.join(", "))
         }
     }
-    Ok(Model {
+    let mut model = Model {
         name: name.to_string(),
         nodes,
         input,
-    })
+    };
+    // Initialised on the host from the seeded stream (identical on every device), then moved.
+    model.to_device(device)?;
+    Ok(model)
 }
 
 fn shortcut(init: &mut Init, name: &str, cin: usize, cout: usize, stride: usize) -> Vec<Node> {

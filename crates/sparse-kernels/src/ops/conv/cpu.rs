@@ -4,9 +4,12 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use super::ConvGeom;
+use super::{direct, ConvGeom};
 use crate::ops::gemm::cpu::sgemm;
-use crate::ops::sparse::{cpu as sp, WeightGrad, WeightRef};
+use sparse_core::Mask;
+
+use crate::ops::sparse::cpu as sp;
+use crate::ops::sparse::weight::CpuWeight;
 
 /// Target number of unfolded columns per image group (bounds scratch memory per task).
 const GROUP_COLS: usize = 1024;
@@ -140,7 +143,7 @@ fn parallel_groups(n_groups: usize) -> bool {
     n_groups >= rayon::current_num_threads() && n_groups > 1
 }
 
-pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &WeightRef) -> Vec<f32> {
+pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &CpuWeight) -> Vec<f32> {
     forward_with(g, x, &|col, n, out, par| w.mul(col, n, out, par))
 }
 
@@ -180,22 +183,22 @@ fn forward_with(g: &ConvGeom, x: &[f32], mul: &MulFn) -> Vec<f32> {
 /// stage runs 1.6x faster) and the flipped product is not tiny (`C >= 16`); otherwise the
 /// shared unfolding of the GEMM + col2im path wins (measured at ResNet-20's stage shapes:
 /// `cargo xtask bench conv3x3_resnet20`).
-fn flipped_dx_applies(g: &ConvGeom, w: &WeightRef) -> bool {
+fn flipped_dx_applies(g: &ConvGeom, w: &CpuWeight) -> bool {
     g.stride == 1
         && g.kh == g.kw
         && g.pad < g.kh
         && g.o < 32
         && g.c >= 16
-        && !matches!(w, WeightRef::Sparse(_))
+        && !matches!(w, CpuWeight::Sparse(_))
 }
 
 /// `dx` of a stride-1 convolution as `conv(dY, flip(W)ᵀ)` (see [`flipped_dx_applies`]).
-fn backward_input_flipped(g: &ConvGeom, dy: &[f32], w: &WeightRef) -> Vec<f32> {
+fn backward_input_flipped(g: &ConvGeom, dy: &[f32], w: &CpuWeight) -> Vec<f32> {
     let (o, c, kh, kw) = (g.o, g.c, g.kh, g.kw);
     let (src, mask) = match w {
-        WeightRef::Dense(t) => (t.as_slice(), None),
-        WeightRef::Masked(t, m) => (t.as_slice(), Some(*m)),
-        WeightRef::Sparse(_) => unreachable!("sparse weights use the direct kernels"),
+        CpuWeight::Dense(t, _) => (*t, None),
+        CpuWeight::Masked(t, m, _) => (*t, Some(*m)),
+        CpuWeight::Sparse(_) => unreachable!("sparse weights use the direct kernels"),
     };
     // wf[ci, oc, kh-1-i, kw-1-j] = W[oc, ci, i, j] (· mask)
     let mut wf = vec![0f32; o * c * kh * kw];
@@ -246,9 +249,9 @@ pub(crate) fn backward(
     g: &ConvGeom,
     dy: &[f32],
     x: &[f32],
-    w: &WeightRef,
+    w: &CpuWeight,
     need_dx: bool,
-    wgrad: WeightGrad,
+    wgrad: Option<&Mask>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     if need_dx && flipped_dx_applies(g, w) {
         let dx = backward_input_flipped(g, dy, w);
@@ -276,10 +279,8 @@ pub(crate) fn backward(
             }
             let mut dw = vec![0f32; o * ckk];
             match wgrad {
-                WeightGrad::Dense => {
-                    sgemm(o, ckk, n, 1.0, dymat, false, col, true, 0.0, &mut dw, !par)
-                }
-                WeightGrad::AtMask(m) => sp::sddmm_mask(m, o, ckk, dymat, col, n, &mut dw, !par),
+                None => sgemm(o, ckk, n, 1.0, dymat, false, col, true, 0.0, &mut dw, !par),
+                Some(m) => sp::sddmm_mask(m, o, ckk, dymat, col, n, &mut dw, !par),
             }
             if let Some(dxg) = dxg {
                 // Reuse the unfolding buffer for dcol = Wᵀ·dY.
@@ -314,4 +315,48 @@ pub(crate) fn backward(
         dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
     }
     (dx, dw)
+}
+
+impl super::ConvOps for crate::backend::CpuBackend {
+    fn conv2d_forward(
+        g: &ConvGeom,
+        x: &crate::Tensor,
+        w: crate::WeightRef,
+    ) -> crate::Result<crate::Tensor> {
+        let xs = x.cpu_data()?;
+        let y = match w {
+            crate::WeightRef::Sparse(sw) if direct::applies(g) => direct::forward(g, xs, sw),
+            _ => forward(g, xs, &w.cpu()?),
+        };
+        crate::Tensor::from_vec(&g.out_shape(), y, x.device())
+    }
+
+    fn conv2d_backward(
+        g: &ConvGeom,
+        dy: &crate::Tensor,
+        x: &crate::Tensor,
+        w: crate::WeightRef,
+        need_dx: bool,
+        wgrad: crate::WeightGrad,
+    ) -> crate::Result<super::ConvGrads> {
+        let (dys, xs) = (dy.cpu_data()?, x.cpu_data()?);
+        let cw = w.cpu()?;
+        let (dx, dw) = match (w, wgrad.host_mask()) {
+            (crate::WeightRef::Sparse(sw), Some(m)) if direct::applies(g) => (
+                need_dx.then(|| direct::backward_input(g, dys, sw)),
+                direct::backward_weight(g, dys, xs, m),
+            ),
+            (crate::WeightRef::Sparse(sw), None) if direct::applies(g) => (
+                need_dx.then(|| direct::backward_input(g, dys, sw)),
+                backward(g, dys, xs, &cw, false, None).1,
+            ),
+            (_, m) => backward(g, dys, xs, &cw, need_dx, m),
+        };
+        Ok(super::ConvGrads {
+            dx: dx
+                .map(|d| crate::Tensor::from_vec(x.shape(), d, x.device()))
+                .transpose()?,
+            dw: crate::Tensor::from_vec(w.shape(), dw, x.device())?,
+        })
+    }
 }

@@ -13,11 +13,28 @@
 //! convolution (`direct`) touches only active weights in all three passes.
 
 pub(crate) mod cpu;
+mod cuda;
 mod direct;
 
+use crate::dispatch;
 use crate::error::{shape_err, Result};
 use crate::ops::sparse::{WeightGrad, WeightRef};
-use crate::tensor::Tensor;
+use crate::tensor::{same, Tensor};
+
+/// What a backend provides for convolution (geometry, shapes and devices already checked).
+pub trait ConvOps {
+    /// Forward, `[B, O, Ho, Wo]`.
+    fn conv2d_forward(g: &ConvGeom, x: &Tensor, w: WeightRef) -> Result<Tensor>;
+    /// Backward to the input (if `need_dx`) and to the weight.
+    fn conv2d_backward(
+        g: &ConvGeom,
+        dy: &Tensor,
+        x: &Tensor,
+        w: WeightRef,
+        need_dx: bool,
+        wgrad: WeightGrad,
+    ) -> Result<ConvGrads>;
+}
 
 /// Stride and zero padding (same for both spatial dims).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,11 +141,8 @@ impl ConvGeom {
 /// Forward: `y = conv(x, W)`, shape `[B, O, Ho, Wo]`.
 pub fn conv2d_forward(x: &Tensor, w: WeightRef, p: Conv2dParams) -> Result<Tensor> {
     let g = ConvGeom::new(x.shape(), w.shape(), p)?;
-    let y = match w {
-        WeightRef::Sparse(sw) if direct::applies(&g) => direct::forward(&g, x.as_slice(), sw),
-        _ => cpu::forward(&g, x.as_slice(), &w),
-    };
-    Tensor::from_vec(&g.out_shape(), y, x.device())
+    same("conv2d", x.device(), w.device())?;
+    dispatch!(x.device(), ConvOps::conv2d_forward(&g, x, w))
 }
 
 /// Gradients of a convolution.
@@ -152,29 +166,11 @@ pub fn conv2d_backward(
 ) -> Result<ConvGrads> {
     let g = ConvGeom::new(x.shape(), w.shape(), p)?;
     dy.expect_shape("conv2d backward dY", &g.out_shape())?;
-    if let WeightGrad::AtMask(m) = wgrad {
-        if m.shape() != w.shape() {
-            return shape_err(
-                "conv2d backward",
-                format!("mask {:?} vs weight {:?}", m.shape(), w.shape()),
-            );
-        }
-    }
-    let (dx, dw) = match (w, wgrad) {
-        (WeightRef::Sparse(sw), WeightGrad::AtMask(m)) if direct::applies(&g) => (
-            need_dx.then(|| direct::backward_input(&g, dy.as_slice(), sw)),
-            direct::backward_weight(&g, dy.as_slice(), x.as_slice(), m),
-        ),
-        (WeightRef::Sparse(sw), WeightGrad::Dense) if direct::applies(&g) => (
-            need_dx.then(|| direct::backward_input(&g, dy.as_slice(), sw)),
-            cpu::backward(&g, dy.as_slice(), x.as_slice(), &w, false, wgrad).1,
-        ),
-        _ => cpu::backward(&g, dy.as_slice(), x.as_slice(), &w, need_dx, wgrad),
-    };
-    Ok(ConvGrads {
-        dx: dx
-            .map(|d| Tensor::from_vec(x.shape(), d, x.device()))
-            .transpose()?,
-        dw: Tensor::from_vec(w.shape(), dw, x.device())?,
-    })
+    dy.same_device("conv2d backward", x)?;
+    same("conv2d backward", x.device(), w.device())?;
+    wgrad.check("conv2d backward", &w)?;
+    dispatch!(
+        x.device(),
+        ConvOps::conv2d_backward(&g, dy, x, w, need_dx, wgrad)
+    )
 }

@@ -64,3 +64,33 @@ pub(crate) fn sgemm(
         );
     }
 }
+
+impl super::GemmOps for crate::backend::CpuBackend {
+    fn gemm(
+        alpha: f32,
+        a: &crate::Tensor,
+        trans_a: bool,
+        b: &crate::Tensor,
+        trans_b: bool,
+        beta: f32,
+        c: &mut crate::Tensor,
+    ) -> crate::Result<()> {
+        let (ar, ac) = (a.shape()[0], a.shape()[1]);
+        let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
+        let n = c.shape()[1];
+        sgemm(
+            m,
+            n,
+            k,
+            alpha,
+            a.cpu_data()?,
+            trans_a,
+            b.cpu_data()?,
+            trans_b,
+            beta,
+            c.cpu_data_mut()?,
+            true,
+        );
+        Ok(())
+    }
+}

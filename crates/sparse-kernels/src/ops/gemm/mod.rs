@@ -1,9 +1,25 @@
 //! Dense GEMM: `C = alpha · op(A) · op(B) + beta · C` with optional transposes.
 
 pub(crate) mod cpu;
+mod cuda;
 
+use crate::dispatch;
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
+
+/// What a backend provides for dense GEMM (shapes and devices already checked).
+pub trait GemmOps {
+    /// `C = alpha · op(A)·op(B) + beta · C`.
+    fn gemm(
+        alpha: f32,
+        a: &Tensor,
+        trans_a: bool,
+        b: &Tensor,
+        trans_b: bool,
+        beta: f32,
+        c: &mut Tensor,
+    ) -> Result<()>;
+}
 
 /// `op(A)` is `m x k`, `op(B)` is `k x n`; returns the `m x n` product `op(A)·op(B)`.
 pub fn matmul(a: &Tensor, trans_a: bool, b: &Tensor, trans_b: bool) -> Result<Tensor> {
@@ -23,23 +39,13 @@ pub fn gemm(
     beta: f32,
     c: &mut Tensor,
 ) -> Result<()> {
-    let (m, k, n) = dims("gemm", a, trans_a, b, trans_b)?;
+    let (m, _, n) = dims("gemm", a, trans_a, b, trans_b)?;
     c.expect_shape("gemm output", &[m, n])?;
     a.same_device("gemm", c)?;
-    cpu::sgemm(
-        m,
-        n,
-        k,
-        alpha,
-        a.as_slice(),
-        trans_a,
-        b.as_slice(),
-        trans_b,
-        beta,
-        c.as_mut_slice(),
-        true,
-    );
-    Ok(())
+    dispatch!(
+        a.device(),
+        GemmOps::gemm(alpha, a, trans_a, b, trans_b, beta, c)
+    )
 }
 
 fn dims(

@@ -247,3 +247,84 @@ pub(crate) fn transpose_with_perm(a: &Csr) -> (Csr, Vec<u32>) {
     }
     (t, perm)
 }
+
+impl super::SparseOps for crate::backend::CpuBackend {
+    fn masked_matmul(
+        w: &crate::Tensor,
+        mask: &crate::DeviceMask,
+        x: &crate::Tensor,
+        transposed: bool,
+    ) -> crate::Result<crate::Tensor> {
+        let (m, k) = sparse_core::matrix_view(w.shape());
+        let n = x.shape()[1];
+        let (wv, xv, mk) = (w.cpu_data()?, x.cpu_data()?, mask.mask());
+        let rows = if transposed { k } else { m };
+        let mut out = vec![0f32; rows * n];
+        if transposed {
+            masked_mm_t(wv, mk, m, k, xv, n, &mut out, true);
+        } else {
+            masked_mm(wv, mk, k, xv, n, &mut out, true);
+        }
+        crate::Tensor::from_vec(&[rows, n], out, w.device())
+    }
+
+    fn spmm_into(
+        alpha: f32,
+        a: &Csr,
+        x: &crate::Tensor,
+        beta: f32,
+        out: &mut crate::Tensor,
+    ) -> crate::Result<()> {
+        let n = x.shape()[1];
+        spmm(a, x.cpu_data()?, n, alpha, beta, out.cpu_data_mut()?, true);
+        Ok(())
+    }
+
+    fn sparse_weight_mm_into(
+        alpha: f32,
+        w: &super::SparseWeight,
+        transposed: bool,
+        x: &crate::Tensor,
+        beta: f32,
+        out: &mut crate::Tensor,
+    ) -> crate::Result<()> {
+        let n = x.shape()[1];
+        w.spmm(
+            transposed,
+            x.cpu_data()?,
+            n,
+            alpha,
+            beta,
+            out.cpu_data_mut()?,
+            true,
+        );
+        Ok(())
+    }
+
+    fn sddmm(s: &Csr, dy: &crate::Tensor, x: &crate::Tensor) -> crate::Result<crate::Tensor> {
+        let n = dy.shape()[1];
+        let v = sddmm_csr(s, dy.cpu_data()?, x.cpu_data()?, n);
+        crate::Tensor::from_vec(&[v.len()], v, dy.device())
+    }
+
+    fn sddmm_masked(
+        mask: &crate::DeviceMask,
+        dy: &crate::Tensor,
+        x: &crate::Tensor,
+    ) -> crate::Result<crate::Tensor> {
+        let (rows, cols) = sparse_core::matrix_view(mask.shape());
+        let n = dy.shape()[1];
+        let mut out = vec![0f32; rows * cols];
+        sddmm_mask(
+            mask.mask(),
+            rows,
+            cols,
+            dy.cpu_data()?,
+            x.cpu_data()?,
+            n,
+            &mut out,
+            true,
+        );
+        crate::Tensor::from_vec(mask.shape(), out, dy.device())
+    }
+}

@@ -1,0 +1,106 @@
+//! Linear layers on the CPU: GEMM for dense weights, transposed SpMM / masked GEMM and
+//! SDDMM otherwise.
+
+use rayon::prelude::*;
+
+use super::{LinearGrads, LinearOps};
+use crate::backend::CpuBackend;
+use crate::error::Result;
+use crate::ops::gemm::cpu::sgemm;
+use crate::ops::sparse::cpu as sp;
+use crate::ops::sparse::weight::CpuWeight;
+use crate::ops::sparse::{WeightGrad, WeightRef};
+use crate::tensor::Tensor;
+
+/// Row-major transpose of an `r x c` matrix.
+pub(crate) fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut t = vec![0f32; r * c];
+    const B: usize = 32;
+    for i0 in (0..r).step_by(B) {
+        for j0 in (0..c).step_by(B) {
+            for i in i0..(i0 + B).min(r) {
+                for j in j0..(j0 + B).min(c) {
+                    t[j * r + i] = a[i * c + j];
+                }
+            }
+        }
+    }
+    t
+}
+
+impl LinearOps for CpuBackend {
+    fn linear_forward(
+        (b, i, o): (usize, usize, usize),
+        x: &Tensor,
+        w: WeightRef,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let xs = x.cpu_data()?;
+        let cw = w.cpu()?;
+        let mut y = vec![0f32; b * o];
+        match cw {
+            CpuWeight::Dense(wt, _) => sgemm(b, o, i, 1.0, xs, false, wt, true, 0.0, &mut y, true),
+            _ => {
+                let xt = transpose(xs, b, i);
+                let mut yt = vec![0f32; o * b];
+                cw.mul(&xt, b, &mut yt, true);
+                y = transpose(&yt, o, b);
+            }
+        }
+        if let Some(bias) = bias {
+            let bv = bias.cpu_data()?;
+            y.par_chunks_mut(o.max(1))
+                .for_each(|row| row.iter_mut().zip(bv).for_each(|(v, b)| *v += b));
+        }
+        Tensor::from_vec(&[b, o], y, x.device())
+    }
+
+    fn linear_backward(
+        (b, i, o): (usize, usize, usize),
+        dy: &Tensor,
+        x: &Tensor,
+        w: WeightRef,
+        has_bias: bool,
+        need_dx: bool,
+        wgrad: WeightGrad,
+    ) -> Result<LinearGrads> {
+        let (xs, dys) = (x.cpu_data()?, dy.cpu_data()?);
+        let cw = w.cpu()?;
+        let dyt = transpose(dys, b, o);
+        let mut dw = vec![0f32; o * i];
+        match wgrad {
+            WeightGrad::Dense => sgemm(o, i, b, 1.0, &dyt, false, xs, false, 0.0, &mut dw, true),
+            WeightGrad::AtMask(m) => {
+                let xt = transpose(xs, b, i);
+                sp::sddmm_mask(m.mask(), o, i, &dyt, &xt, b, &mut dw, true);
+            }
+        }
+        let dx = if need_dx {
+            let mut dx = vec![0f32; b * i];
+            match cw {
+                CpuWeight::Dense(wt, _) => {
+                    sgemm(b, i, o, 1.0, dys, false, wt, false, 0.0, &mut dx, true)
+                }
+                _ => {
+                    let mut dxt = vec![0f32; i * b];
+                    cw.mul_t(&dyt, b, &mut dxt, true);
+                    dx = transpose(&dxt, i, b);
+                }
+            }
+            Some(Tensor::from_vec(&[b, i], dx, x.device())?)
+        } else {
+            None
+        };
+        let db = if has_bias {
+            let sums: Vec<f32> = dyt.par_chunks(b.max(1)).map(|r| r.iter().sum()).collect();
+            Some(Tensor::from_vec(&[o], sums, x.device())?)
+        } else {
+            None
+        };
+        Ok(LinearGrads {
+            dx,
+            dw: Tensor::from_vec(w.shape(), dw, x.device())?,
+            db,
+        })
+    }
+}
