@@ -2,29 +2,48 @@
 //!
 //! * `bench [FILTER]`: runs the criterion benchmarks (optionally filtered) and prints a
 //!   summary of the medians from `target/criterion`.
-//! * `ci`: the checks CI runs (fmt, clippy with `-D warnings`, tests).
+//! * `ci`: the checks CI runs (fmt, clippy with `-D warnings`, the `cuda` feature build,
+//!   tests).
 
-use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Project automation for the sparse-train workspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the criterion benchmarks, then print a table of medians.
+    Bench {
+        /// Only benchmarks whose name contains this (criterion's filter).
+        filter: Option<String>,
+    },
+    /// Run the checks CI runs.
+    Ci,
+}
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("bench") => bench(args.get(1).map(String::as_str)),
-        Some("ci") => ci(),
-        _ => {
-            eprintln!("usage: cargo xtask <bench [FILTER] | ci>");
-            std::process::exit(2)
-        }
+    match Cli::parse().cmd {
+        Cmd::Bench { filter } => bench(filter.as_deref()),
+        Cmd::Ci => ci(),
     }
 }
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
@@ -44,6 +63,17 @@ fn ci() -> Result<()> {
     cargo(&[
         "clippy",
         "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&[
+        "clippy",
+        "-p",
+        "sparse-kernels",
+        "--features",
+        "cuda",
         "--all-targets",
         "--",
         "-D",
@@ -80,12 +110,12 @@ fn collect(root: &Path, dir: &Path, rows: &mut Vec<(String, f64)>) -> Result<()>
     for e in entries.flatten() {
         let p = e.path();
         if p.ends_with("new/estimates.json") {
-            let text = std::fs::read_to_string(&p)?;
-            if let Some(ns) = median_ns(&text) {
-                let rel = p.parent().and_then(|d| d.parent()).unwrap_or(&p);
-                let name = rel.strip_prefix(root).unwrap_or(rel).display().to_string();
-                rows.push((name, ns));
-            }
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            let ns = median_ns(&text).with_context(|| format!("{}: no median", p.display()))?;
+            let rel = p.parent().and_then(|d| d.parent()).unwrap_or(&p);
+            let name = rel.strip_prefix(root).unwrap_or(rel).display().to_string();
+            rows.push((name, ns));
         } else if p.is_dir() && !p.ends_with("report") {
             collect(root, &p, rows)?;
         }
@@ -93,13 +123,12 @@ fn collect(root: &Path, dir: &Path, rows: &mut Vec<(String, f64)>) -> Result<()>
     Ok(())
 }
 
-/// Extracts `median.point_estimate` from criterion's estimates.json without a JSON crate.
-fn median_ns(json: &str) -> Option<f64> {
-    let rest = &json[json.find("\"median\"")?..];
-    let rest = &rest[rest.find("\"point_estimate\"")? + "\"point_estimate\"".len()..];
-    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-    let end = rest.find([',', '}'])?;
-    rest[..end].trim().parse().ok()
+/// `median.point_estimate` (nanoseconds) of criterion's `estimates.json`.
+fn median_ns(json: &str) -> Result<f64> {
+    let v: serde_json::Value = serde_json::from_str(json)?;
+    v["median"]["point_estimate"]
+        .as_f64()
+        .context("median.point_estimate is not a number")
 }
 
 fn human(ns: f64) -> String {

@@ -5,8 +5,10 @@
 
 use rand_core::RngCore;
 use sparse_core::{standard_normal, stream_rng, Order, Schedule};
+use sparse_kernels::ops::activation::add_assign;
 use sparse_kernels::ops::mask_update::{
-    abs_scores, accumulate_activity, nonneg_within, select_mask, update_layer, GrowInit,
+    abs_scores, accumulate_activity, exploration_scores, nonneg_within, select_mask, update_layer,
+    Exploration, GrowInit,
 };
 use sparse_kernels::{IndexTensor, Tensor};
 
@@ -210,29 +212,15 @@ impl DropGrow {
                 normalize,
                 per_iteration,
             } => {
-                // The exploration bonus reads the counters on the host (DST-EE only).
-                let g = layer.grad.to_host()?;
-                let counts = self.counters[l].to_host()?;
-                let scale = if normalize {
-                    let m = g.iter().fold(0f32, |a, v| a.max(v.abs()));
-                    if m > 0.0 {
-                        1.0 / m as f64
-                    } else {
-                        1.0
-                    }
-                } else {
-                    1.0
-                };
                 let tt = if per_iteration { t } else { self.updates };
-                let ln_t = (tt.max(2) as f64).ln();
-                let v = g
-                    .iter()
-                    .zip(&counts)
-                    .map(|(gv, &n)| {
-                        (gv.abs() as f64 * scale + c * (ln_t / (n as f64 + eps)).sqrt()) as f32
-                    })
-                    .collect();
-                Tensor::from_vec(layer.mask.shape(), v, dev)?
+                let bonus = Exploration {
+                    c,
+                    eps,
+                    ln_t: (tt.max(2) as f64).ln(),
+                    normalize,
+                };
+                exploration_scores(layer.grad, &self.counters[l], &bonus)?
+                    .reshape(layer.mask.shape())?
             }
         })
     }
@@ -296,11 +284,14 @@ impl SparseMethod for DropGrow {
                 DropRule::Magnitude => {
                     let mut d = abs_scores(layer.weight)?;
                     if let Some(sigma) = self.cfg.drop_noise {
+                        // Drawn from the host stream (reproducible on every device), added
+                        // on the layer's device.
                         let mut rng = self.rng(t.step, l, 2);
-                        let mut v = d.into_host()?;
-                        v.iter_mut()
-                            .for_each(|v| *v += sigma * standard_normal(&mut rng));
-                        d = Tensor::from_vec(layer.weight.shape(), v, layer.weight.device())?;
+                        let noise = (0..d.numel())
+                            .map(|_| sigma * standard_normal(&mut rng))
+                            .collect();
+                        let noise = Tensor::from_vec(d.shape(), noise, d.device())?;
+                        add_assign(&mut d, &noise)?;
                     }
                     (d, self.cfg.rounding.apply(f * active as f64).min(active))
                 }

@@ -36,3 +36,8 @@ pub use mask::Mask;
 pub use rng::{random_mask, random_masks, standard_normal, stream_rng};
 pub use schedule::Schedule;
 pub use select::{bottom_k, select, top_k, Candidates, Order, Parallelism};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

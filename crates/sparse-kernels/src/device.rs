@@ -79,7 +79,15 @@ impl DeviceRequest {
             DeviceRequest::Cpu => Ok((Device::Cpu, None)),
             DeviceRequest::Cuda => Device::cuda(0).map(|d| (d, None)),
             DeviceRequest::Auto => match Device::cuda(0) {
-                Ok(d) => Ok((d, None)),
+                Ok(d) if crate::backend::CUDA_KERNELS_READY => Ok((d, None)),
+                Ok(_) => Ok((
+                    Device::Cpu,
+                    Some(
+                        "a GPU is available, but the CUDA backend's kernels are not written yet; \
+                         running on the CPU"
+                            .into(),
+                    ),
+                )),
                 Err(e) => Ok((Device::Cpu, Some(format!("{e}; running on the CPU")))),
             },
         }

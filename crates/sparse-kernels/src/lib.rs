@@ -41,13 +41,17 @@
 //!
 //! [`Mask`]: sparse_core::Mask
 
+/// Run-time dispatched inner loops shared by several op families (declared first so its
+/// `dispatch_fma!` macro is visible in the families' own SIMD modules).
+#[macro_use]
+pub(crate) mod simd;
+
 pub mod backend;
 pub mod device;
 pub mod error;
 pub mod mask;
 pub mod ops;
 pub mod policy;
-pub(crate) mod simd;
 pub mod tensor;
 #[cfg(test)]
 mod test_util;
@@ -92,3 +96,8 @@ macro_rules! test_device {
         }
     };
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -26,6 +26,11 @@ pub use cuda::CudaStorage;
 use crate::device::Device;
 use crate::error::KernelError;
 
+/// Whether the CUDA backend implements the ops training needs. While it does not,
+/// `--device auto` stays on the CPU even when a GPU can be used (`--device cuda` still
+/// selects the GPU, and its ops report [`KernelError::Unsupported`]).
+pub const CUDA_KERNELS_READY: bool = false;
+
 /// The rayon CPU backend.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuBackend;

@@ -12,9 +12,9 @@
 use rayon::prelude::*;
 use sparse_core::{Csr, Mask};
 
+use super::plane_simd;
 use super::ConvGeom;
 use crate::ops::sparse::SparseWeight;
-use crate::simd;
 
 /// Whether the direct path applies: stride 1 and padding no larger than `kernel − 1`.
 pub(crate) fn applies(g: &ConvGeom) -> bool {
@@ -132,7 +132,7 @@ impl Segments {
                 let e = self.range(row0 + r, blk);
                 if !e.is_empty() {
                     let (o, v) = (&self.offs[e.clone()], &self.vals[e]);
-                    simd::plane_accum(o, v, src, row_stride, oh, ow, dst);
+                    plane_simd::plane_accum(o, v, src, row_stride, oh, ow, dst);
                 }
             }
         }
@@ -273,7 +273,7 @@ pub(crate) fn backward_weight(g: &ConvGeom, dy: &[f32], x: &[f32], mask: &Mask) 
                     if e.is_empty() {
                         continue;
                     }
-                    simd::plane_dots(
+                    plane_simd::plane_dots(
                         &segs.offs[e.clone()],
                         image,
                         wp,
@@ -288,7 +288,7 @@ pub(crate) fn backward_weight(g: &ConvGeom, dy: &[f32], x: &[f32], mask: &Mask) 
     }
     let mut dw = vec![0f32; g.o * ckk];
     for (&i, lanes) in flat.iter().zip(&acc) {
-        dw[i] = simd::hsum8(lanes);
+        dw[i] = plane_simd::hsum8(lanes);
     }
     dw
 }

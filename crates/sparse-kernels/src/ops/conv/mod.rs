@@ -15,6 +15,7 @@
 pub(crate) mod cpu;
 mod cuda;
 mod direct;
+mod plane_simd;
 
 use crate::dispatch;
 use crate::error::{shape_err, Result};

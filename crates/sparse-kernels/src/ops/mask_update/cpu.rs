@@ -7,7 +7,7 @@ use sparse_core::{
     Parallelism,
 };
 
-use super::{GrowInit, MaskUpdateOps};
+use super::{Exploration, GrowInit, MaskUpdateOps};
 use crate::backend::CpuBackend;
 use crate::error::Result;
 use crate::mask::DeviceMask;
@@ -151,6 +151,31 @@ impl MaskUpdateOps for CpuBackend {
             }
         }
         Ok(())
+    }
+
+    fn exploration_scores(
+        grad: &Tensor,
+        counts: &IndexTensor,
+        bonus: &Exploration,
+    ) -> Result<Tensor> {
+        let g = grad.cpu_data()?;
+        let scale = if bonus.normalize {
+            let m = g.iter().fold(0f32, |a, v| a.max(v.abs()));
+            if m > 0.0 {
+                1.0 / m as f64
+            } else {
+                1.0
+            }
+        } else {
+            1.0
+        };
+        let Exploration { c, eps, ln_t, .. } = *bonus;
+        let v = g
+            .iter()
+            .zip(counts.cpu_data()?)
+            .map(|(gv, &n)| (gv.abs() as f64 * scale + c * (ln_t / (n as f64 + eps)).sqrt()) as f32)
+            .collect();
+        Tensor::from_vec(grad.shape(), v, grad.device())
     }
 
     fn accumulate_activity(counter: &mut IndexTensor, mask: &DeviceMask) -> Result<()> {

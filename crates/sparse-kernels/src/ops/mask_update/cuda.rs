@@ -3,7 +3,7 @@
 
 use sparse_core::{DropGrow, Mask, Order};
 
-use super::{GrowInit, MaskUpdateOps};
+use super::{Exploration, GrowInit, MaskUpdateOps};
 use crate::backend::{unsupported, CudaBackend};
 use crate::error::Result;
 use crate::mask::DeviceMask;
@@ -52,6 +52,9 @@ impl MaskUpdateOps for CudaBackend {
         _i: GrowInit,
     ) -> Result<()> {
         Err(unsupported("apply_drop_grow", w.device()))
+    }
+    fn exploration_scores(g: &Tensor, _c: &IndexTensor, _b: &Exploration) -> Result<Tensor> {
+        Err(unsupported("exploration_scores", g.device()))
     }
     fn accumulate_activity(c: &mut IndexTensor, _m: &DeviceMask) -> Result<()> {
         Err(unsupported("accumulate_activity", c.device()))

@@ -67,6 +67,12 @@ pub trait MaskUpdateOps {
         dg: &DropGrow,
         init: GrowInit,
     ) -> Result<()>;
+    /// DST-EE acquisition scores (see [`exploration_scores`]).
+    fn exploration_scores(
+        grad: &Tensor,
+        counts: &IndexTensor,
+        bonus: &Exploration,
+    ) -> Result<Tensor>;
     /// `N ← N + M` (saturating).
     fn accumulate_activity(counter: &mut IndexTensor, mask: &DeviceMask) -> Result<()>;
 }
@@ -227,6 +233,34 @@ pub fn update_layer(
     apply_drop_grow(w, state, &dg, init)?;
     mask.set(dg.mask.reshape(mask.shape())?)?;
     Ok(dg)
+}
+
+/// The constants of DST-EE's acquisition score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exploration {
+    /// Exploration coefficient `c`.
+    pub c: f64,
+    /// `eps` in the denominator.
+    pub eps: f64,
+    /// `ln max(t, 2)` for the step (or update count) `t`.
+    pub ln_t: f64,
+    /// Divide `|G|` by the layer's `max |G|` (project extension).
+    pub normalize: bool,
+}
+
+/// DST-EE grow scores `|G|·s + c·sqrt(ln t / (N + eps))`, computed in f64 and rounded to f32,
+/// with `s = 1 / max|G|` when normalising (1 when the maximum is 0) and `s = 1` otherwise.
+pub fn exploration_scores(
+    grad: &Tensor,
+    counts: &IndexTensor,
+    bonus: &Exploration,
+) -> Result<Tensor> {
+    check_len("exploration_scores", grad, counts.numel())?;
+    grad.same_device("exploration_scores", counts)?;
+    dispatch!(
+        grad.device(),
+        MaskUpdateOps::exploration_scores(grad, counts, bonus)
+    )
 }
 
 /// DST-EE activity counter update `N ← N + M` (saturating at `u32::MAX`).

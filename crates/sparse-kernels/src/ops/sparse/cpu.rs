@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 use sparse_core::{Csr, Mask};
 
+use super::spmm_simd;
 use crate::ops::gemm::cpu::sgemm;
 use crate::simd;
 
@@ -100,7 +101,7 @@ pub(crate) fn spmm(
     }
     let out = &mut out[..a.rows() * n];
     let run = |r0: usize, o: &mut [f32]| {
-        let rows = simd::SpmmRows {
+        let rows = spmm_simd::SpmmRows {
             row_ptr: a.row_ptr(),
             col_idx: a.col_idx(),
             vals: a.values(),
@@ -110,7 +111,7 @@ pub(crate) fn spmm(
             alpha,
             beta,
         };
-        simd::spmm_rows(&rows, o)
+        spmm_simd::spmm_rows(&rows, o)
     };
     if parallel {
         // A few blocks per thread: large enough to reuse each X tile across many rows.

@@ -11,6 +11,7 @@
 mod blocked;
 pub(crate) mod cpu;
 mod cuda;
+mod spmm_simd;
 pub(crate) mod weight;
 
 pub use weight::{SparseWeight, WeightGrad, WeightRef};

@@ -1,0 +1,218 @@
+//! The direct sparse convolution's plane kernels (accumulate and dot products over shifted
+//! windows of a padded plane), with AVX2+FMA and portable builds (see [`crate::simd`]).
+
+use crate::simd::{madd, TILE};
+
+/// Checks that every window `offs[e] + i·row_stride + j` (`i < oh`, `j < ow`) lies inside
+/// `img`: the plane kernels below read those windows without further bounds checks.
+#[inline(always)]
+fn check_windows(offs: &[u32], img_len: usize, row_stride: usize, oh: usize, ow: usize) {
+    if oh == 0 || ow == 0 {
+        return;
+    }
+    let reach = (oh - 1) * row_stride + ow;
+    let max = offs.iter().copied().max().unwrap_or(0) as usize;
+    assert!(
+        offs.is_empty() || max + reach <= img_len,
+        "plane window out of bounds"
+    );
+}
+
+/// `out[i·ow + j] += Σ_e vals[e] · img[offs[e] + i·row_stride + j]` for an `oh x ow` plane:
+/// the direct sparse convolution of one output plane (stride 1, pre-padded input). Each
+/// output element continues its running sum from `out` and adds the entries in order, so
+/// splitting the entries over several calls gives bitwise the same result as one call.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn plane_accum_generic<const F: bool>(
+    offs: &[u32],
+    vals: &[f32],
+    img: &[f32],
+    row_stride: usize,
+    oh: usize,
+    ow: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(offs.len(), vals.len());
+    assert!(out.len() >= oh * ow);
+    check_windows(offs, img.len(), row_stride, oh, ow);
+    // SAFETY (every `get_unchecked` below): `o + i·row_stride + j < img.len()` for `i < oh`,
+    // `j < ow`, checked by `check_windows`.
+    // R output rows at once: R·W/8 independent accumulator chains share each weight.
+    macro_rules! rows_fixed {
+        ($w:expr, $r:expr) => {{
+            let mut i = 0;
+            while i + $r <= oh {
+                let mut acc = [[0f32; $w]; $r];
+                for rr in 0..$r {
+                    acc[rr].copy_from_slice(&out[(i + rr) * ow..(i + rr + 1) * ow]);
+                }
+                for (&o, &v) in offs.iter().zip(vals) {
+                    for rr in 0..$r {
+                        let s = o as usize + (i + rr) * row_stride;
+                        let src = unsafe { img.get_unchecked(s..s + $w) };
+                        for t in 0..$w {
+                            acc[rr][t] = madd::<F>(v, src[t], acc[rr][t]);
+                        }
+                    }
+                }
+                for rr in 0..$r {
+                    out[(i + rr) * ow..(i + rr + 1) * ow].copy_from_slice(&acc[rr]);
+                }
+                i += $r;
+            }
+            while i < oh {
+                let mut acc = [0f32; $w];
+                acc.copy_from_slice(&out[i * ow..(i + 1) * ow]);
+                for (&o, &v) in offs.iter().zip(vals) {
+                    let s = o as usize + i * row_stride;
+                    let src = unsafe { img.get_unchecked(s..s + $w) };
+                    for t in 0..$w {
+                        acc[t] = madd::<F>(v, src[t], acc[t]);
+                    }
+                }
+                out[i * ow..(i + 1) * ow].copy_from_slice(&acc);
+                i += 1;
+            }
+        }};
+    }
+    match ow {
+        32 => rows_fixed!(32, 2),
+        16 => rows_fixed!(16, 4),
+        8 => rows_fixed!(8, 8),
+        4 => rows_fixed!(4, 8),
+        _ => {
+            for i in 0..oh {
+                let mut j0 = 0;
+                while j0 < ow {
+                    let w = (ow - j0).min(TILE);
+                    let mut acc = [0f32; TILE];
+                    let dst = &mut out[i * ow + j0..i * ow + j0 + w];
+                    acc[..w].copy_from_slice(dst);
+                    let base = i * row_stride + j0;
+                    for (&o, &v) in offs.iter().zip(vals) {
+                        let s = o as usize + base;
+                        let src = unsafe { img.get_unchecked(s..s + w) };
+                        for t in 0..w {
+                            acc[t] = madd::<F>(v, src[t], acc[t]);
+                        }
+                    }
+                    dst.copy_from_slice(&acc[..w]);
+                    j0 += w;
+                }
+            }
+        }
+    }
+}
+
+dispatch_fma!(
+    /// One output plane of a direct sparse convolution, accumulated into `out` (see
+    /// `plane_accum_generic`).
+    pub(crate) fn plane_accum(
+        offs: &[u32],
+        vals: &[f32],
+        img: &[f32],
+        row_stride: usize,
+        oh: usize,
+        ow: usize,
+        out: &mut [f32],
+    ) => plane_accum_generic
+);
+
+/// Lanes of one plane dot product: lane `t` holds the products of the columns `j` with
+/// `j mod 8 = t` in the 8-wide part of each row and of column `full + t` of its tail.
+pub(crate) type Lanes = [f32; 8];
+
+/// The fixed-order sum of a [`Lanes`] accumulator.
+#[inline]
+pub(crate) fn hsum8(v: &Lanes) -> f32 {
+    ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
+}
+
+/// Plane dot products of `G` entries at once: each load of `dy` feeds `G` independent
+/// 8-lane accumulator chains, which continue from `acc`.
+#[inline(always)]
+fn plane_dots_group<const F: bool, const G: usize>(
+    offs: &[u32],
+    img: &[f32],
+    row_stride: usize,
+    dy: &[f32],
+    oh: usize,
+    ow: usize,
+    acc: &mut [Lanes],
+) {
+    let (n8, full) = (ow / 8, ow / 8 * 8);
+    let o: [usize; G] = std::array::from_fn(|k| offs[k] as usize);
+    let mut v: [Lanes; G] = std::array::from_fn(|k| acc[k]);
+    for i in 0..oh {
+        let d = &dy[i * ow..(i + 1) * ow];
+        let base = i * row_stride;
+        for q in 0..n8 {
+            let dq = &d[q * 8..q * 8 + 8];
+            for k in 0..G {
+                let s = o[k] + base + q * 8;
+                // SAFETY: inside the window checked by the caller (`check_windows`).
+                let x = unsafe { img.get_unchecked(s..s + 8) };
+                for t in 0..8 {
+                    v[k][t] = madd::<F>(dq[t], x[t], v[k][t]);
+                }
+            }
+        }
+        for j in full..ow {
+            for k in 0..G {
+                let x = img[o[k] + base + j];
+                v[k][j - full] = madd::<F>(d[j], x, v[k][j - full]);
+            }
+        }
+    }
+    acc[..G].copy_from_slice(&v);
+}
+
+/// `acc[e] += lanes of Σ_{i,j} dy[i·ow + j] · img[offs[e] + i·row_stride + j]`: the weight
+/// gradient of a direct sparse convolution at its active entries, for one (image, output
+/// channel), kept in 8 lanes (sum them once at the end with [`hsum8`]). Entries go eight,
+/// four, two, one at a time, sharing each load of `dy`.
+#[inline(always)]
+fn plane_dots_generic<const F: bool>(
+    offs: &[u32],
+    img: &[f32],
+    row_stride: usize,
+    dy: &[f32],
+    oh: usize,
+    ow: usize,
+    acc: &mut [Lanes],
+) {
+    assert_eq!(offs.len(), acc.len());
+    assert!(dy.len() >= oh * ow);
+    check_windows(offs, img.len(), row_stride, oh, ow);
+    let n = offs.len();
+    let mut e = 0;
+    while e + 8 <= n {
+        plane_dots_group::<F, 8>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+        e += 8;
+    }
+    if n - e >= 4 {
+        plane_dots_group::<F, 4>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+        e += 4;
+    }
+    if n - e >= 2 {
+        plane_dots_group::<F, 2>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+        e += 2;
+    }
+    if n - e >= 1 {
+        plane_dots_group::<F, 1>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+    }
+}
+
+dispatch_fma!(
+    /// Weight-gradient dots of a direct sparse convolution (see `plane_dots_generic`).
+    pub(crate) fn plane_dots(
+        offs: &[u32],
+        img: &[f32],
+        row_stride: usize,
+        dy: &[f32],
+        oh: usize,
+        ow: usize,
+        acc: &mut [Lanes],
+    ) => plane_dots_generic
+);
