@@ -14,7 +14,7 @@ use sparse_kernels::{IndexTensor, Tensor};
 
 use crate::error::{AlgoError, Result};
 use crate::method::{
-    check_len, AlgoState, Layer, LayerReport, SparseMethod, StepInfo, UpdateReport,
+    check_len, check_per_layer, AlgoState, Layer, LayerReport, SparseMethod, StepInfo, UpdateReport,
 };
 
 /// How `n = f · A` is turned into a count (spec §0.8).
@@ -361,6 +361,10 @@ impl SparseMethod for DropGrow {
             s.counters.insert(format!("activity.{l}"), c.to_host()?);
         }
         Ok(s)
+    }
+
+    fn check_state(&self, layers: &[sparse_core::LayerShape]) -> Result<()> {
+        check_per_layer("activity", self.counters.iter().map(|c| c.numel()), layers)
     }
 
     fn load_state(&mut self, s: &AlgoState) -> Result<()> {

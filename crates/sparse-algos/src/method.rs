@@ -162,6 +162,28 @@ pub trait SparseMethod: Send {
         let _ = state;
         Ok(())
     }
+    /// Checks restored state against the masked layers (count and sizes), so a checkpoint
+    /// that does not fit is refused when it is loaded, not steps later.
+    fn check_state(&self, layers: &[sparse_core::LayerShape]) -> Result<()> {
+        let _ = layers;
+        Ok(())
+    }
+}
+
+/// Checks per-layer state vectors: none yet (before the first step), or one per layer of
+/// the layer's size.
+pub(crate) fn check_per_layer(
+    what: &str,
+    lens: impl ExactSizeIterator<Item = usize>,
+    layers: &[sparse_core::LayerShape],
+) -> Result<()> {
+    if lens.len() != 0 {
+        check_len(&format!("{what} layers"), lens.len(), layers.len())?;
+        for (n, l) in lens.zip(layers) {
+            check_len(&format!("{what} of `{}`", l.name), n, l.numel())?;
+        }
+    }
+    Ok(())
 }
 
 /// The dense baseline: never changes a mask.

@@ -11,7 +11,8 @@ use sparse_kernels::Tensor;
 
 use crate::error::{AlgoError, Result};
 use crate::method::{
-    check_len, refs, AlgoState, Layer, LayerReport, SparseMethod, StepInfo, UpdateReport,
+    check_len, check_per_layer, refs, AlgoState, Layer, LayerReport, SparseMethod, StepInfo,
+    UpdateReport,
 };
 
 /// OptG configuration (OptG CIFAR configs).
@@ -204,6 +205,15 @@ impl SparseMethod for Optg {
                 .insert(format!("score_momentum.{l}"), m.to_host()?);
         }
         Ok(s)
+    }
+
+    fn check_state(&self, layers: &[sparse_core::LayerShape]) -> Result<()> {
+        check_per_layer("scores", self.scores.iter().map(|t| t.numel()), layers)?;
+        check_per_layer(
+            "score momentum",
+            self.score_momentum.iter().map(|t| t.numel()),
+            layers,
+        )
     }
 
     fn load_state(&mut self, s: &AlgoState) -> Result<()> {

@@ -24,7 +24,8 @@ impl LayerShape {
         }
     }
 
-    fn numel(&self) -> usize {
+    /// Weights in the layer.
+    pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 }

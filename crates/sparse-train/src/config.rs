@@ -19,6 +19,16 @@ pub enum LrSchedule {
     Constant,
 }
 
+/// The largest `--width-mult` (the memory estimate in `model::build` catches most
+/// oversized models before this).
+pub const MAX_WIDTH_MULT: f64 = 64.0;
+/// The largest batch.
+pub const MAX_BATCH: usize = 1 << 16;
+/// The longest run in steps (about 30 years at 1,000 steps a second).
+pub const MAX_STEPS: u64 = 1_000_000_000_000;
+/// The longest run in epochs.
+pub const MAX_EPOCHS: u64 = 1_000_000;
+
 /// Every setting of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -132,26 +142,106 @@ impl TrainConfig {
         Ok(toml::to_string_pretty(self)?)
     }
 
-    /// Rejects out-of-range values with a message naming the setting.
+    /// Rejects out-of-range values with a message naming the setting, before anything is
+    /// loaded or allocated.
     pub fn validate(&self) -> Result<()> {
-        if !(0.0..1.0).contains(&self.sparsity) {
+        let unit = |v: f64| (0.0..1.0).contains(&v);
+        if !unit(self.sparsity) {
             bail!("--sparsity {} is outside [0, 1)", self.sparsity);
         }
-        if self.batch_size == 0 {
-            bail!("--batch-size must be >= 1");
+        if !(self.width_mult > 0.0 && self.width_mult <= MAX_WIDTH_MULT) {
+            bail!(
+                "--width-mult {} is outside (0, {MAX_WIDTH_MULT}]",
+                self.width_mult
+            );
+        }
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+            bail!(
+                "--batch-size {} is outside 1..={MAX_BATCH}",
+                self.batch_size
+            );
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("--lr must be > 0, got {}", self.lr);
+            bail!("--lr must be > 0 and finite, got {}", self.lr);
         }
-        if !(0.0..1.0).contains(&self.label_smoothing) {
-            bail!("label_smoothing {} is outside [0, 1)", self.label_smoothing);
+        if !unit(self.momentum) {
+            bail!("--momentum {} is outside [0, 1)", self.momentum);
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay < 1.0) {
+            bail!("--weight-decay {} is outside [0, 1)", self.weight_decay);
+        }
+        if !unit(self.label_smoothing) {
+            bail!(
+                "--label-smoothing {} is outside [0, 1)",
+                self.label_smoothing
+            );
+        }
+        if !(self.lr_gamma > 0.0 && self.lr_gamma <= 1.0) {
+            bail!("lr_gamma {} is outside (0, 1]", self.lr_gamma);
+        }
+        if let Some(m) = self.milestones.iter().find(|m| !(0.0..=1.0).contains(*m)) {
+            bail!("milestone {m} is outside [0, 1] (milestones are fractions of the run)");
+        }
+        for (name, v) in [
+            ("conv_sparse_below", self.conv_sparse_below),
+            ("linear_sparse_below", self.linear_sparse_below),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{name} {v} is outside [0, 1]");
+            }
         }
         if self.steps == Some(0) || (self.steps.is_none() && self.epochs == 0) {
             bail!("nothing to train: --epochs and --steps are both 0");
         }
+        if self.steps.is_some_and(|s| s > MAX_STEPS) {
+            bail!("--steps is limited to {MAX_STEPS}");
+        }
+        if self.steps.is_none() && self.epochs > MAX_EPOCHS {
+            bail!("--epochs is limited to {MAX_EPOCHS}");
+        }
+        let epochs = match self.steps {
+            Some(_) => f64::INFINITY,
+            None => self.epochs as f64,
+        };
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= epochs.min(MAX_EPOCHS as f64)) {
+            bail!(
+                "--warmup-epochs {} must be finite and within [0, {}] (the run's epochs)",
+                self.warmup_epochs,
+                epochs.min(MAX_EPOCHS as f64)
+            );
+        }
+        if self.update_interval == Some(0) {
+            bail!("--update-interval must be >= 1");
+        }
+        if self.threads.is_some_and(|t| t == 0 || t > 1024) {
+            bail!("--threads must be within 1..=1024");
+        }
+        for (flag, v) in [
+            ("--train-subset", self.train_subset),
+            ("--eval-subset", self.eval_subset),
+        ] {
+            if v == Some(0) {
+                bail!("{flag} 0 leaves no examples; omit it to use the whole split");
+            }
+        }
         if self.agc && self.method == "dense" {
             bail!("--agc wraps a sparse method; it is not defined for --method dense");
         }
+        self.device.parse::<sparse_kernels::DeviceRequest>()?;
         Ok(())
+    }
+
+    /// The settings two configurations must share for a checkpoint of one to continue a
+    /// run of the other: everything but the run length (`epochs`, `steps`), which
+    /// `--resume` may extend, and where the data and threads come from.
+    pub fn same_run(&self, other: &TrainConfig) -> bool {
+        let strip = |c: &TrainConfig| TrainConfig {
+            epochs: 0,
+            steps: None,
+            data_dir: None,
+            threads: None,
+            ..c.clone()
+        };
+        strip(self) == strip(other)
     }
 }

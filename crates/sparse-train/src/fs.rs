@@ -5,6 +5,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+/// The name prefix of the temporary files [`atomic_write`] creates (a run directory's
+/// leftovers from a killed writer are removed on resume).
+pub const TMP_PREFIX: &str = ".tmp-";
+
 /// Writes `path` through a uniquely named temporary file in the same directory, synced and
 /// renamed over the target, so a crash never leaves a partial file and concurrent writers
 /// never share a temporary name.
@@ -14,12 +18,19 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         _ => Path::new("."),
     };
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(TMP_PREFIX)
         .tempfile_in(dir)
         .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+    // On an error the temporary file is removed when `tmp` drops.
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("{}: cannot write", path.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: cannot write {} bytes (disk full?); the previous file, if any, is unchanged",
+                path.display(),
+                bytes.len()
+            )
+        })?;
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot move the new file into {}", path.display()))?;

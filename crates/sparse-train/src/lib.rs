@@ -8,6 +8,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod report;
 pub mod run;

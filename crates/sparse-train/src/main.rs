@@ -44,6 +44,9 @@ enum Cmd {
         /// Dataset directory (overrides the one stored in the checkpoint).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Replace an existing --out file (never a training checkpoint).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// List models, methods and presets with their defaults.
     List,
@@ -114,9 +117,14 @@ struct TrainArgs {
     /// Output directory (config, metrics, summary, plots, checkpoints).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Resume the run in DIR (reads DIR/last.safetensors, keeps writing to DIR).
+    /// Resume the run in DIR (reads DIR/last.safetensors, keeps writing to DIR). Only
+    /// --epochs / --steps (a longer run), --data-dir and --threads may be given with it.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Replace the run in --out DIR if it holds one (its files are removed once the new
+    /// run's setup has succeeded).
+    #[arg(long)]
+    overwrite: bool,
     /// Use only the first N training examples.
     #[arg(long)]
     train_subset: Option<usize>,
@@ -189,9 +197,56 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
+/// The flags given with `--resume` that cannot change a run (its `config.toml` fixes them).
+fn fixed_on_resume(a: &TrainArgs, dir: &std::path::Path) -> Vec<&'static str> {
+    let given = [
+        ("--config", a.config.is_some()),
+        ("--model", a.model.is_some()),
+        ("--width-mult", a.width_mult.is_some()),
+        ("--data", a.data.is_some()),
+        ("--method", a.method.is_some()),
+        ("--agc", a.agc),
+        ("--sparsity", a.sparsity.is_some()),
+        ("--distribution", a.distribution.is_some()),
+        ("--batch-size", a.batch_size.is_some()),
+        ("--lr", a.lr.is_some()),
+        ("--weight-decay", a.weight_decay.is_some()),
+        ("--label-smoothing", a.label_smoothing.is_some()),
+        ("--lr-schedule", a.lr_schedule.is_some()),
+        ("--warmup-epochs", a.warmup_epochs.is_some()),
+        ("--seed", a.seed.is_some()),
+        ("--device", a.device.is_some()),
+        ("--train-subset", a.train_subset.is_some()),
+        ("--eval-subset", a.eval_subset.is_some()),
+        ("--val-split", a.val_split.is_some()),
+        ("--update-interval", a.update_interval.is_some()),
+        ("--overwrite", a.overwrite),
+        ("--out", a.out.as_deref().is_some_and(|o| o != dir)),
+    ];
+    given.into_iter().filter(|g| g.1).map(|g| g.0).collect()
+}
+
 fn train(a: TrainArgs) -> Result<()> {
     let (mut trainer, out) = if let Some(dir) = &a.resume {
-        let (run, t) = RunDir::resume(dir, a.data_dir.as_deref(), a.threads)?;
+        let fixed = fixed_on_resume(&a, dir);
+        if !fixed.is_empty() {
+            anyhow::bail!(
+                "{} cannot change when resuming: {}/config.toml fixes the run (only --epochs, \
+                 --steps, --data-dir and --threads may be given with --resume; start a new run with --out)",
+                fixed.join(", "),
+                dir.display()
+            );
+        }
+        if a.epochs.is_some() && a.steps.is_some() {
+            anyhow::bail!("give --epochs or --steps with --resume, not both");
+        }
+        let opts = sparse_train::run::ResumeOptions {
+            data_dir: a.data_dir.clone(),
+            threads: a.threads,
+            epochs: a.epochs,
+            steps: a.steps,
+        };
+        let (run, t) = RunDir::resume(dir, &opts)?;
         eprintln!(
             "resuming {} at step {} (epoch {})",
             dir.display(),
@@ -201,13 +256,21 @@ fn train(a: TrainArgs) -> Result<()> {
         (t, Some(run))
     } else {
         let cfg = resolve(&a)?;
-        Trainer::init_threads(cfg.threads);
-        let t = Trainer::new(cfg)?;
-        let run = a
+        if a.overwrite && a.out.is_none() {
+            anyhow::bail!("--overwrite needs --out DIR");
+        }
+        // Lock and check the directory before the (possibly long) setup; its old files are
+        // only removed once the setup has succeeded.
+        let mut run = a
             .out
             .as_deref()
-            .map(|dir| RunDir::create(dir, &t.cfg))
+            .map(|dir| RunDir::create(dir, a.overwrite))
             .transpose()?;
+        Trainer::init_threads(cfg.threads);
+        let t = Trainer::new(cfg)?;
+        if let Some(r) = &mut run {
+            r.start(&t.cfg)?;
+        }
         (t, run)
     };
     let target = if trainer.props.masked {
@@ -250,7 +313,9 @@ fn main() {
             checkpoint,
             out,
             data_dir,
+            overwrite,
         } => (|| {
+            sparse_train::checkpoint::check_export_target(&checkpoint, &out, overwrite)?;
             let mut t = sparse_train::checkpoint::load(&checkpoint, data_dir.as_deref())?;
             sparse_train::checkpoint::export(&mut t, &out)?;
             eprintln!("exported {} to {}", checkpoint.display(), out.display());

@@ -4,7 +4,7 @@
 //! Every file is validated (size, record count, magic numbers, label range) and a bad
 //! file is reported with its path and what is wrong.
 
-mod files;
+pub mod files;
 pub mod loader;
 pub mod synthetic;
 
@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-pub use files::read_maybe_gz;
 pub use loader::{Batch, Loader};
 
 /// Which dataset.
@@ -120,7 +119,10 @@ fn subdir(dir: &Path, kind: DataKind) -> PathBuf {
 /// Finds `name` or `name.gz` in `dir`.
 fn find(dir: &Path, name: &str) -> Result<PathBuf> {
     for cand in [dir.join(name), dir.join(format!("{name}.gz"))] {
-        if cand.is_file() {
+        if cand.is_dir() {
+            bail!("{}: is a directory, not a data file", cand.display());
+        }
+        if cand.exists() {
             return Ok(cand);
         }
     }
@@ -175,6 +177,7 @@ pub fn load(kind: DataKind, data_dir: Option<&Path>, seed: u64) -> Result<Data> 
             }
         }
     };
+    check_splits(&train, &test)?;
     let (mean, std) = channel_stats(&train);
     Ok(Data {
         train: Arc::new(train),
@@ -183,6 +186,26 @@ pub fn load(kind: DataKind, data_dir: Option<&Path>, seed: u64) -> Result<Data> 
         std,
         augment,
     })
+}
+
+/// The splits must be non-empty and agree on image shape and classes, so a mismatch is
+/// reported before training rather than at the first evaluation.
+fn check_splits(train: &Dataset, test: &Dataset) -> Result<()> {
+    if train.is_empty() || test.is_empty() {
+        bail!(
+            "the dataset has {} training and {} test examples; both splits must be non-empty",
+            train.len(),
+            test.len()
+        );
+    }
+    if train.chw != test.chw {
+        bail!(
+            "training images are {:?} (C, H, W) but test images are {:?}",
+            train.chw,
+            test.chw
+        );
+    }
+    Ok(())
 }
 
 /// Per-channel mean and standard deviation of `x/255` over a split.

@@ -39,16 +39,51 @@ pub struct ModelKind(pub String);
 
 struct Init {
     rng: rand_chacha::ChaCha8Rng,
+    /// Parameters allocated so far, and the most the memory estimate allows.
+    params: u64,
+    max_params: u64,
+}
+
+/// Bytes a parameter costs in training: value, gradient and momentum (f32), plus room for
+/// optimizer temporaries and masks.
+const BYTES_PER_PARAM: u64 = 16;
+
+/// The most parameters a model may have here: their training state must fit in half the
+/// machine's memory (64 GiB assumed where `/proc/meminfo` is unreadable).
+fn max_params() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(64 << 30, |kb| kb * 1024);
+    total / 2 / BYTES_PER_PARAM
 }
 
 impl Init {
-    fn uniform(&mut self, shape: &[usize], fan_in: usize) -> Tensor {
+    /// Counts the tensor against the memory estimate before allocating it.
+    fn uniform(&mut self, shape: &[usize], fan_in: usize) -> Result<Tensor> {
+        let n = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+            .and_then(|n| self.params.checked_add(n).map(|t| (n, t)));
+        match n {
+            Some((_, total)) if total <= self.max_params => self.params = total,
+            _ => bail!(
+                "the model needs more than {} parameters ({:.1} GB of training state, over half \
+                 this machine's memory) at the layer of shape {shape:?}; lower --width-mult",
+                self.max_params,
+                (self.max_params * BYTES_PER_PARAM) as f64 / 1e9
+            ),
+        }
         let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
         let n: usize = shape.iter().product();
         let v = (0..n)
             .map(|_| ((self.rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * bound)
             .collect();
-        Tensor::cpu(shape, v).expect("shape")
+        Ok(Tensor::cpu(shape, v)?)
     }
     fn conv(
         &mut self,
@@ -58,18 +93,19 @@ impl Init {
         k: usize,
         stride: usize,
         pad: usize,
-    ) -> Node {
-        Node::conv(
+    ) -> Result<Node> {
+        let fan_in = cin.saturating_mul(k * k);
+        Ok(Node::conv(
             name,
-            self.uniform(&[cout, cin, k, k], cin * k * k),
+            self.uniform(&[cout, cin, k, k], fan_in)?,
             stride,
             pad,
-        )
+        ))
     }
-    fn linear(&mut self, name: &str, fin: usize, fout: usize) -> Node {
-        let w = self.uniform(&[fout, fin], fin);
-        let b = self.uniform(&[fout], fin);
-        Node::linear(name, w, b)
+    fn linear(&mut self, name: &str, fin: usize, fout: usize) -> Result<Node> {
+        let w = self.uniform(&[fout, fin], fin)?;
+        let b = self.uniform(&[fout], fin)?;
+        Ok(Node::linear(name, w, b))
     }
 }
 
@@ -91,6 +127,8 @@ pub fn build(
     }
     let mut init = Init {
         rng: stream_rng(seed, 0x1417),
+        params: 0,
+        max_params: max_params(),
     };
     let [c, h, w] = input;
     let mut nodes = Vec::new();
@@ -98,18 +136,18 @@ pub fn build(
         "mlp" => {
             let (h1, h2) = (scale(300, width), scale(100, width));
             nodes.push(Node::Flatten(None));
-            nodes.push(init.linear("fc1", c * h * w, h1));
+            nodes.push(init.linear("fc1", c * h * w, h1)?);
             nodes.push(Node::Relu(None));
-            nodes.push(init.linear("fc2", h1, h2));
+            nodes.push(init.linear("fc2", h1, h2)?);
             nodes.push(Node::Relu(None));
-            nodes.push(init.linear("fc3", h2, classes));
+            nodes.push(init.linear("fc3", h2, classes)?);
         }
         "convnet" => {
             let ch = [scale(32, width), scale(64, width), scale(128, width)];
             let mut cin = c;
             let mut size = h.min(w);
             for (i, &co) in ch.iter().enumerate() {
-                nodes.push(init.conv(&format!("conv{}", i + 1), cin, co, 3, 1, 1));
+                nodes.push(init.conv(&format!("conv{}", i + 1), cin, co, 3, 1, 1)?);
                 nodes.push(Node::bn(&format!("bn{}", i + 1), co));
                 nodes.push(Node::Relu(None));
                 if size >= 2 {
@@ -119,7 +157,7 @@ pub fn build(
                 cin = co;
             }
             nodes.push(Node::GlobalAvg(None));
-            nodes.push(init.linear("fc", cin, classes));
+            nodes.push(init.linear("fc", cin, classes)?);
         }
         "vgg11" | "vgg16" | "vgg19" => {
             let cfg: &[usize] = match name {
@@ -143,13 +181,13 @@ pub fn build(
                     continue;
                 }
                 let co = scale(v, width);
-                nodes.push(init.conv(&format!("features.{i}"), cin, co, 3, 1, 1));
+                nodes.push(init.conv(&format!("features.{i}"), cin, co, 3, 1, 1)?);
                 nodes.push(Node::bn(&format!("features.{i}.bn"), co));
                 nodes.push(Node::Relu(None));
                 cin = co;
             }
             nodes.push(Node::GlobalAvg(None));
-            nodes.push(init.linear("classifier", cin, classes));
+            nodes.push(init.linear("classifier", cin, classes)?);
         }
         "resnet20" | "resnet32" | "resnet56" => {
             let n = match name {
@@ -158,7 +196,7 @@ pub fn build(
                 _ => 9,
             };
             let widths = [scale(16, width), scale(32, width), scale(64, width)];
-            nodes.push(init.conv("conv1", c, widths[0], 3, 1, 1));
+            nodes.push(init.conv("conv1", c, widths[0], 3, 1, 1)?);
             nodes.push(Node::bn("bn1", widths[0]));
             nodes.push(Node::Relu(None));
             let mut cin = widths[0];
@@ -171,12 +209,12 @@ pub fn build(
                         cin,
                         co,
                         stride,
-                    ));
+                    )?);
                     cin = co;
                 }
             }
             nodes.push(Node::GlobalAvg(None));
-            nodes.push(init.linear("fc", cin, classes));
+            nodes.push(init.linear("fc", cin, classes)?);
         }
         "resnet18" | "resnet34" | "resnet50" => {
             let blocks: [usize; 4] = if name == "resnet18" {
@@ -186,7 +224,7 @@ pub fn build(
             };
             let bottleneck = name == "resnet50";
             let widths = [64, 128, 256, 512].map(|v| scale(v, width));
-            nodes.push(init.conv("conv1", c, widths[0], 3, 1, 1));
+            nodes.push(init.conv("conv1", c, widths[0], 3, 1, 1)?);
             nodes.push(Node::bn("bn1", widths[0]));
             nodes.push(Node::Relu(None));
             let mut cin = widths[0];
@@ -195,16 +233,16 @@ pub fn build(
                     let stride = if s > 0 && b == 0 { 2 } else { 1 };
                     let nm = format!("layer{}.{b}", s + 1);
                     if bottleneck {
-                        nodes.push(bottleneck_block(&mut init, &nm, cin, wd, stride));
+                        nodes.push(bottleneck_block(&mut init, &nm, cin, wd, stride)?);
                         cin = wd * 4;
                     } else {
-                        nodes.push(basic_block(&mut init, &nm, cin, wd, stride));
+                        nodes.push(basic_block(&mut init, &nm, cin, wd, stride)?);
                         cin = wd;
                     }
                 }
             }
             nodes.push(Node::GlobalAvg(None));
-            nodes.push(init.linear("fc", cin, classes));
+            nodes.push(init.linear("fc", cin, classes)?);
         }
         other => {
             let names: Vec<&str> = MODELS.iter().map(|m| m.0).collect();
@@ -221,45 +259,63 @@ pub fn build(
     Ok(model)
 }
 
-fn shortcut(init: &mut Init, name: &str, cin: usize, cout: usize, stride: usize) -> Vec<Node> {
-    if stride == 1 && cin == cout {
+fn shortcut(
+    init: &mut Init,
+    name: &str,
+    cin: usize,
+    cout: usize,
+    stride: usize,
+) -> Result<Vec<Node>> {
+    Ok(if stride == 1 && cin == cout {
         Vec::new()
     } else {
         vec![
-            init.conv(&format!("{name}.shortcut.0"), cin, cout, 1, stride, 0),
+            init.conv(&format!("{name}.shortcut.0"), cin, cout, 1, stride, 0)?,
             Node::bn(&format!("{name}.shortcut.1"), cout),
         ]
-    }
+    })
 }
 
-fn basic_block(init: &mut Init, name: &str, cin: usize, cout: usize, stride: usize) -> Node {
+fn basic_block(
+    init: &mut Init,
+    name: &str,
+    cin: usize,
+    cout: usize,
+    stride: usize,
+) -> Result<Node> {
     let main = vec![
-        init.conv(&format!("{name}.conv1"), cin, cout, 3, stride, 1),
+        init.conv(&format!("{name}.conv1"), cin, cout, 3, stride, 1)?,
         Node::bn(&format!("{name}.bn1"), cout),
         Node::Relu(None),
-        init.conv(&format!("{name}.conv2"), cout, cout, 3, 1, 1),
+        init.conv(&format!("{name}.conv2"), cout, cout, 3, 1, 1)?,
         Node::bn(&format!("{name}.bn2"), cout),
     ];
-    Node::Residual(Box::new(super::layers::Residual::new(
+    Ok(Node::Residual(Box::new(super::layers::Residual::new(
         main,
-        shortcut(init, name, cin, cout, stride),
-    )))
+        shortcut(init, name, cin, cout, stride)?,
+    ))))
 }
 
-fn bottleneck_block(init: &mut Init, name: &str, cin: usize, width: usize, stride: usize) -> Node {
+fn bottleneck_block(
+    init: &mut Init,
+    name: &str,
+    cin: usize,
+    width: usize,
+    stride: usize,
+) -> Result<Node> {
     let cout = width * 4;
     let main = vec![
-        init.conv(&format!("{name}.conv1"), cin, width, 1, 1, 0),
+        init.conv(&format!("{name}.conv1"), cin, width, 1, 1, 0)?,
         Node::bn(&format!("{name}.bn1"), width),
         Node::Relu(None),
-        init.conv(&format!("{name}.conv2"), width, width, 3, stride, 1),
+        init.conv(&format!("{name}.conv2"), width, width, 3, stride, 1)?,
         Node::bn(&format!("{name}.bn2"), width),
         Node::Relu(None),
-        init.conv(&format!("{name}.conv3"), width, cout, 1, 1, 0),
+        init.conv(&format!("{name}.conv3"), width, cout, 1, 1, 0)?,
         Node::bn(&format!("{name}.bn3"), cout),
     ];
-    Node::Residual(Box::new(super::layers::Residual::new(
+    Ok(Node::Residual(Box::new(super::layers::Residual::new(
         main,
-        shortcut(init, name, cin, cout, stride),
-    )))
+        shortcut(init, name, cin, cout, stride)?,
+    ))))
 }

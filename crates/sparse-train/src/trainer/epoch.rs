@@ -27,7 +27,11 @@ impl Trainer {
         }
         let from = (self.step % self.steps_per_epoch) as usize;
         let todo = (self.steps_per_epoch - from as u64).min(self.total_steps - self.step);
-        let rx = self.train_loader.epoch(self.epoch, from);
+        // The data epoch follows the step (equal to `self.epoch` except after a run that
+        // ended mid-epoch was extended).
+        let rx = self
+            .train_loader
+            .epoch(self.step / self.steps_per_epoch, from);
         let bar = progress_bar(todo, self.epoch);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         for (i, b) in rx.into_iter().take(todo as usize).enumerate() {
@@ -80,7 +84,7 @@ impl Trainer {
         };
         self.best_test_accuracy = self.best_test_accuracy.max(test_acc);
         let (dropped, grown) = std::mem::take(&mut self.dropped_grown);
-        Ok(EpochMetrics {
+        let m = EpochMetrics {
             epoch: self.epoch,
             step: self.step,
             lr: self.lr_at(self.step.saturating_sub(1)),
@@ -96,7 +100,9 @@ impl Trainer {
             coverage: self.coverage.fraction(),
             epoch_seconds: start.elapsed().as_secs_f64(),
             images_per_sec: seen as f64 / train_secs.max(1e-9),
-        })
+        };
+        self.last_epoch = Some(m.clone());
+        Ok(m)
     }
 }
 

@@ -54,6 +54,9 @@ pub struct Trainer {
     pub dropped_grown: (usize, usize),
     /// Notice printed when the device request fell back to the CPU.
     pub device_notice: Option<String>,
+    /// The metrics of the last finished epoch (checkpointed with it, so the run directory's
+    /// `metrics.jsonl` can be brought back in line with the checkpoint on resume).
+    pub last_epoch: Option<EpochMetrics>,
     train_loader: Loader,
     val: Option<Arc<Dataset>>,
     steps_per_epoch: u64,
@@ -99,7 +102,27 @@ impl Trainer {
         }
         let train_loader = Loader::train(&data, cfg.batch_size, cfg.seed);
         let steps_per_epoch = train_loader.train_batches() as u64;
-        let total_steps = cfg.steps.unwrap_or(cfg.epochs * steps_per_epoch);
+        let total_steps = match cfg.steps {
+            Some(s) => s,
+            None => cfg
+                .epochs
+                .checked_mul(steps_per_epoch)
+                .filter(|&s| s <= crate::config::MAX_STEPS)
+                .with_context(|| {
+                    format!(
+                        "--epochs {} x {steps_per_epoch} steps per epoch exceeds {} steps",
+                        cfg.epochs,
+                        crate::config::MAX_STEPS
+                    )
+                })?,
+        };
+        let warm = cfg.warmup_epochs * steps_per_epoch as f64;
+        if warm > total_steps as f64 {
+            bail!(
+                "--warmup-epochs {} ({warm:.0} steps) is longer than the run ({total_steps} steps)",
+                cfg.warmup_epochs
+            );
+        }
         let (c, h, w) = data.train.chw;
         let mut model = model::build(
             &cfg.model,
@@ -138,7 +161,9 @@ impl Trainer {
                 budget = Some(b);
             }
         }
-        if p.props.step_scheduled {
+        // Probing every step of a very long run would stall start-up; such a run has plenty
+        // of updates for any ΔT a preset uses.
+        if p.props.step_scheduled && total_steps <= 10_000_000 {
             let probe = |step| StepInfo {
                 step,
                 epoch: step / steps_per_epoch,
@@ -147,6 +172,7 @@ impl Trainer {
             };
             let updates = (0..total_steps)
                 .filter(|&s| p.method.is_update_step(&probe(s)))
+                .take(5)
                 .count();
             if updates < 5 {
                 eprintln!(
@@ -178,6 +204,7 @@ impl Trainer {
             budget,
             dropped_grown: (0, 0),
             device_notice,
+            last_epoch: None,
             train_loader,
             val,
             steps_per_epoch,
@@ -382,6 +409,40 @@ impl Trainer {
             model: self.cfg.model.clone(),
             method: self.cfg.method.clone(),
         }
+    }
+
+    /// Fails when a loss of the epoch or any weight or BatchNorm statistic is not finite,
+    /// naming what, so a diverged state is never checkpointed.
+    pub fn check_finite(&mut self, m: &EpochMetrics) -> Result<()> {
+        let diverged = |what: String| {
+            anyhow::anyhow!(
+                "training diverged in epoch {}: {what}; nothing of this epoch was saved (lower --lr?)",
+                m.epoch
+            )
+        };
+        for (name, v) in [("train loss", m.train_loss), ("test loss", m.test_loss)] {
+            if !v.is_finite() {
+                return Err(diverged(format!("the {name} is {v}")));
+            }
+        }
+        for p in self.model.params() {
+            if p.value.to_host()?.iter().any(|v| !v.is_finite()) {
+                return Err(diverged(format!("`{}` has non-finite weights", p.name)));
+            }
+        }
+        for (name, mean, var) in self.model.running_stats_mut() {
+            if mean
+                .to_host()?
+                .iter()
+                .chain(&var.to_host()?)
+                .any(|v| !v.is_finite())
+            {
+                return Err(diverged(format!(
+                    "BatchNorm `{name}` has non-finite statistics"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Sets the rayon pool size (`--threads`); the first call wins for the process.
