@@ -4,7 +4,7 @@
 //!
 //! `cargo run -p sparse-algos --example rigl_step`
 
-use sparse_algos::{apply_step, preset, Coverage, Param, PresetContext, StepInfo};
+use sparse_algos::{apply_step, preset, Coverage, Decay, Param, PresetContext, StepInfo};
 use sparse_core::{layer_budget, random_masks, LayerShape};
 use sparse_kernels::ops::optim::SgdConfig;
 use sparse_kernels::{Device, Tensor};
@@ -40,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lr: 0.1,
         seed: 0,
         interval: Some(10),
+        schedule: sparse_algos::ScheduleMode::Paper,
         distribution: None,
     };
     let mut p = preset("rigl", &ctx)?;
@@ -70,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             total_steps: 100,
         };
         let mut refs: Vec<&mut Param> = params.iter_mut().collect();
-        if let Some(r) = apply_step(p.method.as_mut(), &info, &mut refs, &sgd, None)? {
+        if let Some(r) = apply_step(p.method.as_mut(), &info, &mut refs, &sgd, Decay::All, None)? {
             coverage.record(&params.iter().collect::<Vec<_>>())?;
             budget.check(
                 params

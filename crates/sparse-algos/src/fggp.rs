@@ -38,6 +38,9 @@ pub struct FggpConfig {
     pub interval: u64,
     /// Updates stop at `T_e = floor(end_ratio · T)` (0.8).
     pub end_ratio: f64,
+    /// Also update at `τ = T_e`, where the cubic reaches `final_density` (our default;
+    /// FGGP updates only at multiples of ΔT, so it ends short unless ΔT divides `T_e`).
+    pub exact_final: bool,
     /// Prune the first layer too when it is a convolution (`--prune-conv1`, default false).
     pub prune_first_layer: bool,
     /// Candidate order.
@@ -91,7 +94,8 @@ impl SparseMethod for Fggp {
 
     fn is_update_step(&self, t: &StepInfo) -> bool {
         let tau = t.step + 1;
-        tau.is_multiple_of(self.cfg.interval) && tau <= self.end(t.total_steps)
+        let te = self.end(t.total_steps);
+        (tau.is_multiple_of(self.cfg.interval) && tau <= te) || (self.cfg.exact_final && tau == te)
     }
 
     fn update(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<UpdateReport> {

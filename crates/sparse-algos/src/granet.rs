@@ -27,6 +27,9 @@ pub struct GranetConfig {
     pub prune_end: u64,
     /// Regeneration fraction (ITOP cosine 0.5 → 0.005 over the whole run).
     pub regen_fraction: Schedule,
+    /// The last pruning round reaches `final_density` exactly (our default). GraNet's own
+    /// schedule divides by `fin − ini` rounds and so stops one step of the cubic short.
+    pub exact_final: bool,
 }
 
 /// GraNet.
@@ -65,7 +68,16 @@ impl Granet {
         if curr < ini || curr + 1 > fin {
             return None;
         }
-        let decay = (1.0 - (curr - ini) as f64 / (fin - ini) as f64).powi(3);
+        let rounds = if c.exact_final {
+            fin - 1 - ini
+        } else {
+            fin - ini
+        };
+        let decay = if rounds == 0 {
+            0.0
+        } else {
+            (1.0 - (curr - ini) as f64 / rounds as f64).powi(3)
+        };
         let (di, df) = (c.initial_density, c.final_density);
         Some((1.0 - di) + (di - df) * (1.0 - decay))
     }

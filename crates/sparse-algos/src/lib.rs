@@ -13,10 +13,12 @@
 //! | FGGP (+ its annealing comparator) | [`fggp`] | §6 |
 //! | OptG | [`optg`] | §7 |
 //! | AGC (wraps any method at the optimizer level) | [`agc`] | §8 |
+//! | static mask, SNIP (baselines) | [`baselines`] | — |
 //!
 //! Named presets with each paper's hyperparameters are in [`presets`].
 
 pub mod agc;
+pub mod baselines;
 pub mod dst;
 pub mod error;
 pub mod fggp;
@@ -31,6 +33,9 @@ pub mod step;
 pub use error::{AlgoError, Result};
 pub use method::{AlgoState, Dense, Layer, LayerReport, SparseMethod, StepInfo, UpdateReport};
 pub use param::Param;
-pub use presets::{preset, InitSpec, Preset, PresetContext, Properties, PRESETS};
+pub use presets::{
+    paper_interval, preset, scaled_interval, InitSpec, PaperInterval, Preset, PresetContext,
+    Properties, ScheduleMode, PRESETS,
+};
 pub use sparse_kernels;
-pub use step::{apply_step, epoch_start, layer_views, Coverage};
+pub use step::{apply_step, epoch_start, layer_views, Coverage, Decay};

@@ -3,6 +3,13 @@
 //! learning rate that follows the sigmoid sparsity ramp; once per epoch the mask is rebuilt
 //! from a global score threshold with per-layer counts. Pruned weights keep their stored
 //! values (and can return): [`SparseMethod::keeps_dense_values`] is true.
+//!
+//! Two ramps ([`OptgRamp`]): the authors' (`P·σ(e)` per epoch, ties with the threshold
+//! kept, rebuilt every epoch to the end, so a run ends short of `P`), and ours, the default:
+//! a sigmoid of the same steepness normalised to run from 0 to exactly `P`, rebuilt with
+//! exactly `K` weights at ramp points (every epoch, or every tenth of the run when it has
+//! fewer than ten epochs), and frozen for the last `freeze` of training so weights revived
+//! by the last rebuild can recover.
 
 use sparse_core::{Order, Schedule};
 use sparse_kernels::ops::mask_update::{at_least, min_at, select_global};
@@ -30,6 +37,48 @@ pub struct OptgConfig {
     pub warmup_epochs: u64,
     /// Score momentum (0.9, shared with the weights in OptG's single optimizer).
     pub momentum: f64,
+    /// The sparsity ramp.
+    pub ramp: OptgRamp,
+}
+
+/// OptG's sparsity ramp (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptgRamp {
+    /// The authors': `P·σ(e)` at every epoch start, ties kept.
+    Paper,
+    /// Ours: from 0 to exactly `P`, exactly `K` kept, the mask frozen for the last `freeze`
+    /// fraction of the run (0.2).
+    Exact {
+        /// Fraction of the run, at its end, with a frozen mask.
+        freeze: f64,
+    },
+}
+
+/// Where the exact ramp rebuilds: every `every` steps up to step `last` (1-based), where
+/// the sparsity reaches `P`; `epochs` is the ramp's length in epochs (its steepness).
+#[derive(Debug, Clone, Copy)]
+struct RampPoints {
+    every: u64,
+    last: u64,
+    epochs: f64,
+}
+
+fn ramp_points(freeze: f64, t: &StepInfo) -> RampPoints {
+    let total = t.total_steps.max(1);
+    let spe = t.steps_per_epoch.max(1);
+    let end = ((total as f64 * (1.0 - freeze)).floor() as u64).max(1);
+    let every = if total.div_ceil(spe) >= 10 {
+        spe
+    } else {
+        (total / 10).max(1)
+    }
+    .min(end);
+    let last = end / every * every;
+    RampPoints {
+        every,
+        last,
+        epochs: last as f64 / spe as f64,
+    }
 }
 
 /// OptG.
@@ -44,7 +93,12 @@ impl Optg {
     /// Validates the configuration.
     pub fn new(cfg: OptgConfig) -> Result<Self> {
         sparse_core::error::check_sparsity("OptG target", cfg.target)?;
+        let freeze_ok = match cfg.ramp {
+            OptgRamp::Paper => true,
+            OptgRamp::Exact { freeze } => (0.0..1.0).contains(&freeze),
+        };
         if cfg.epochs == 0
+            || !freeze_ok
             || cfg.lr.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
             || cfg.beta.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
             || !(0.0..1.0).contains(&cfg.momentum)
@@ -77,9 +131,41 @@ impl Optg {
         .at(e)
     }
 
-    /// Target sparsity of epoch `e`: `P · σ(e)`.
+    /// Target sparsity of epoch `e` on the authors' ramp: `P · σ(e)`.
     pub fn target_sparsity(&self, e: u64) -> f64 {
         self.cfg.target * self.sigma(e)
+    }
+
+    /// The exact ramp's progress after 1-based step `steps`: a sigmoid of steepness β per
+    /// epoch over the ramp, normalised to 0 at the start and 1 at its last point.
+    fn exact_progress(&self, r: RampPoints, steps: u64) -> f64 {
+        let x = (steps.min(r.last) as f64 / r.last as f64) - 0.5;
+        let k = self.cfg.beta * r.epochs;
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let (lo, hi) = (sig(-k / 2.0), sig(k / 2.0));
+        if hi - lo < 1e-12 {
+            return x + 0.5;
+        }
+        ((sig(k * x) - lo) / (hi - lo)).clamp(0.0, 1.0)
+    }
+
+    /// Target sparsity after 1-based step `steps` of a run described by `t` (the exact
+    /// ramp; the authors' ramp by epoch otherwise).
+    pub fn sparsity_at(&self, t: &StepInfo, steps: u64) -> f64 {
+        match self.cfg.ramp {
+            OptgRamp::Paper => self.target_sparsity(t.epoch),
+            OptgRamp::Exact { freeze } => {
+                self.cfg.target * self.exact_progress(ramp_points(freeze, t), steps)
+            }
+        }
+    }
+
+    /// The score learning rate's ramp factor (`σ(e)` on the authors' ramp).
+    fn score_ramp(&self, t: &StepInfo) -> f64 {
+        match self.cfg.ramp {
+            OptgRamp::Paper => self.sigma(t.epoch),
+            OptgRamp::Exact { freeze } => self.exact_progress(ramp_points(freeze, t), t.step + 1),
+        }
     }
 
     /// The scores of layer `l` (a host copy).
@@ -126,7 +212,8 @@ impl Optg {
     }
 
     /// Rebuilds the masks for sparsity `p`: `θ` = the K-th largest score over all layers
-    /// (`K = floor(N(1 − p))`), and each layer keeps its scores `>= θ` (ties kept).
+    /// (`K = floor(N(1 − p))`), and each layer keeps its scores `>= θ` (ties kept; on the
+    /// exact ramp, exactly the `K` largest, ties broken by position).
     pub fn rebuild_masks(&mut self, layers: &mut [Layer], p: f64) -> Result<UpdateReport> {
         self.ensure_state(layers)?;
         let n: usize = self.scores.iter().map(|s| s.numel()).sum();
@@ -137,10 +224,16 @@ impl Optg {
         for (s, t) in self.scores.iter().zip(&top) {
             theta = theta.min(min_at(s, t)?);
         }
+        let exact = matches!(self.cfg.ramp, OptgRamp::Exact { .. });
         let mut report = UpdateReport::default();
-        for (l, s) in layers.iter_mut().zip(&self.scores) {
+        for ((l, s), t) in layers.iter_mut().zip(&self.scores).zip(top) {
             let before = l.mask.mask().clone();
-            l.mask.set(at_least(s, theta)?)?;
+            let kept = if exact {
+                t.reshape(l.mask.shape())?
+            } else {
+                at_least(s, theta)?
+            };
+            l.mask.set(kept)?;
             let after = l.mask.mask();
             report.layers.push(LayerReport {
                 name: l.name.to_string(),
@@ -158,8 +251,15 @@ impl SparseMethod for Optg {
         "optg"
     }
 
-    fn is_update_step(&self, _: &StepInfo) -> bool {
-        false
+    fn is_update_step(&self, t: &StepInfo) -> bool {
+        match self.cfg.ramp {
+            OptgRamp::Paper => false,
+            OptgRamp::Exact { freeze } => {
+                let r = ramp_points(freeze, t);
+                let steps = t.step + 1;
+                steps <= r.last && steps.is_multiple_of(r.every)
+            }
+        }
     }
 
     fn needs_dense_grad(&self, _: &StepInfo) -> bool {
@@ -172,7 +272,7 @@ impl SparseMethod for Optg {
 
     fn on_gradients(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<()> {
         self.ensure_state(layers)?;
-        let lr = (self.weight_lr(t.epoch) * self.sigma(t.epoch)) as f32;
+        let lr = (self.weight_lr(t.epoch) * self.score_ramp(t)) as f32;
         let mu = self.cfg.momentum as f32;
         for ((l, s), b) in layers
             .iter()
@@ -184,8 +284,9 @@ impl SparseMethod for Optg {
         Ok(())
     }
 
-    fn update(&mut self, _: &StepInfo, _: &mut [Layer]) -> Result<UpdateReport> {
-        Ok(UpdateReport::default())
+    fn update(&mut self, t: &StepInfo, layers: &mut [Layer]) -> Result<UpdateReport> {
+        let p = self.sparsity_at(t, t.step + 1);
+        self.rebuild_masks(layers, p)
     }
 
     fn on_epoch_start(
@@ -193,6 +294,9 @@ impl SparseMethod for Optg {
         t: &StepInfo,
         layers: &mut [Layer],
     ) -> Result<Option<UpdateReport>> {
+        if matches!(self.cfg.ramp, OptgRamp::Exact { .. }) {
+            return Ok(None);
+        }
         let p = self.target_sparsity(t.epoch);
         self.rebuild_masks(layers, p).map(Some)
     }

@@ -2,17 +2,20 @@
 
 use sparse_core::{Distribution, LayerShape, Schedule};
 
+use crate::baselines::{Snip, Static};
 use crate::dst::{DropGrow, DropRule, DstConfig, GrowInitRule, GrowRule, Rounding};
 use crate::error::{AlgoError, Result};
 use crate::fggp::{Fggp, FggpConfig, FggpMode};
 use crate::gmp::{Gmp, GmpConfig};
 use crate::granet::{Granet, GranetConfig};
 use crate::method::{Dense, SparseMethod};
-use crate::optg::{Optg, OptgConfig};
+use crate::optg::{Optg, OptgConfig, OptgRamp};
 
 /// Every preset with a one-line description (`sparse-train list`).
 pub const PRESETS: &[(&str, &str)] = &[
     ("dense", "dense baseline: no masks"),
+    ("static", "static sparse baseline: the initial random mask (ERK by default), never changed"),
+    ("snip", "SNIP: one-shot global pruning at init by |w·g| of one batch (its step skipped), then fixed"),
     ("set", "SET (RIGL-TF/JAXP form): ERK, |w| drop, random grow, zero init, f0 0.3 cosine to 0.75T, ΔT 100, skip step on update"),
     ("set-orig", "official SET: ER, sign-split drop of ζ=0.3, random grow with randn/10 init, once per epoch (not after the last), step taken"),
     ("rigl", "RigL paper: ERK, |w| drop, |G| grow, floor, f0 0.3 cosine to 0.75T, ΔT 100, skip step on update"),
@@ -24,6 +27,73 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("fggp-annealing", "FGGP's annealing comparator: magnitude first, gradient next, rate 0.5 -> 0.005"),
     ("optg", "OptG: scores on G⊙W, sigmoid sparsity ramp (β 1) per epoch, global threshold, pruned weights keep values"),
 ];
+
+/// How a preset's mask-update interval ΔT follows the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScheduleMode {
+    /// ΔT scales with the run so it gets the paper's number of updates (see
+    /// [`scaled_interval`]); schedule points are fractions of the run either way.
+    #[default]
+    Scaled,
+    /// The paper's ΔT in steps, whatever the run's length.
+    Paper,
+}
+
+/// A preset's update interval in its paper: ΔT steps in a run of `horizon` steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PaperInterval {
+    /// ΔT.
+    pub interval: u64,
+    /// The paper's run length `T` in steps (CIFAR settings, spec §11).
+    pub horizon: u64,
+    /// The fraction of the run over which masks change (RigL stops at 75%, GraNet's
+    /// pruning at 50%, ...), for the lower bound on the number of updates.
+    pub window: f64,
+}
+
+/// The papers' intervals (`None`: the preset updates per epoch, or never).
+pub fn paper_interval(name: &str) -> Option<PaperInterval> {
+    let p = |interval, horizon, window| {
+        Some(PaperInterval {
+            interval,
+            horizon,
+            window,
+        })
+    };
+    match name {
+        // RigL CIFAR-10: ΔT 100, stop at 75,000 of 97,656 steps.
+        "set" | "rigl" => p(100, 97_656, 0.75),
+        // ITOP / DST-EE CIFAR: ΔT 1000, 250 epochs at batch 128.
+        "rigl-itop" | "dst-ee" => p(1000, 97_750, 1.0),
+        // GMP as the RIGL-TF baseline, pruning from 20% to 75%.
+        "gmp" => p(100, 97_656, 0.55),
+        // GraNet: ΔT 1000, 160 epochs at batch 128, pruning until 50%.
+        "granet" => p(1000, 62_560, 0.5),
+        // FGGP: ΔT 2000, 160 epochs at batch 64, updates until 80%.
+        "fggp" | "fggp-annealing" => p(2000, 125_120, 0.8),
+        _ => None,
+    }
+}
+
+/// The fewest steps between two scaled updates.
+pub const MIN_SCALED_INTERVAL: u64 = 10;
+/// The fewest updates a scaled schedule gives in its window (when the run allows it).
+pub const MIN_SCALED_UPDATES: u64 = 5;
+
+/// ΔT for a run of `total` steps: the paper's ΔT scaled by `total / horizon`, so the run
+/// gets the paper's number of updates, never more often than every
+/// [`MIN_SCALED_INTERVAL`] steps and never less often than the paper; but at least
+/// [`MIN_SCALED_UPDATES`] updates in the window when the run is that short.
+pub fn scaled_interval(p: PaperInterval, total: u64) -> u64 {
+    let scaled = (total as f64 * p.interval as f64 / p.horizon as f64).round() as u64;
+    let dt = scaled.clamp(MIN_SCALED_INTERVAL, p.interval);
+    let window = (total as f64 * p.window) as u64;
+    if window / dt < MIN_SCALED_UPDATES {
+        (window / MIN_SCALED_UPDATES).max(1)
+    } else {
+        dt
+    }
+}
 
 /// How a preset's initial masks are drawn.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +121,10 @@ pub struct PresetContext {
     pub lr: f64,
     /// Seed.
     pub seed: u64,
-    /// Overrides the preset's update interval ΔT (short runs).
+    /// Overrides the preset's update interval ΔT.
     pub interval: Option<u64>,
+    /// How ΔT follows the run when not overridden.
+    pub schedule: ScheduleMode,
     /// Overrides the preset's distribution.
     pub distribution: Option<Distribution>,
 }
@@ -84,11 +156,14 @@ pub struct Properties {
 
 impl Properties {
     fn of(name: &str) -> Properties {
-        let constant_budget = matches!(name, "set" | "set-orig" | "rigl" | "rigl-itop" | "dst-ee");
+        let constant_budget = matches!(
+            name,
+            "static" | "set" | "set-orig" | "rigl" | "rigl-itop" | "dst-ee"
+        );
         Properties {
             masked: name != "dense",
             constant_budget,
-            step_scheduled: !matches!(name, "dense" | "optg"),
+            step_scheduled: !matches!(name, "dense" | "optg" | "static" | "snip"),
         }
     }
 }
@@ -115,7 +190,9 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
         .filter(|l| l.shape.len() == 4)
         .map(|l| l.name.clone())
         .collect();
-    let first_dense = Distribution::Uniform { dense_layers: stem };
+    let first_dense = Distribution::Uniform {
+        dense_layers: stem.clone(),
+    };
     let dist = |default: Distribution| ctx.distribution.clone().unwrap_or(default);
     let sparse_start = |d: Distribution| InitSpec {
         distribution: dist(d),
@@ -125,7 +202,13 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
         distribution: Distribution::default(),
         sparsity: 0.0,
     };
-    let interval = |d: u64| ctx.interval.unwrap_or(d).max(1);
+    let interval = |d: u64| {
+        let auto = match (ctx.schedule, paper_interval(name)) {
+            (ScheduleMode::Scaled, Some(p)) => scaled_interval(p, t),
+            _ => d,
+        };
+        ctx.interval.unwrap_or(auto).max(1)
+    };
     let dst = |name: &str, grow: GrowRule, itop: bool| -> Result<Box<dyn SparseMethod>> {
         let cfg = if itop {
             let dt = interval(1000);
@@ -168,6 +251,8 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
     };
     let (init, method): (InitSpec, Box<dyn SparseMethod>) = match name {
         "dense" => (dense_start.clone(), Box::new(Dense)),
+        "static" => (sparse_start(Distribution::default()), Box::new(Static)),
+        "snip" => (dense_start.clone(), Box::new(Snip::new(ctx.sparsity)?)),
         "set" => (
             sparse_start(Distribution::default()),
             dst("set", GrowRule::Random, false)?,
@@ -216,7 +301,29 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
         }
         "gmp" => {
             let d = dist(first_dense.clone());
-            let finals = sparse_core::layer_sparsities(&ctx.layers, ctx.sparsity, &d, &[])?;
+            // Layers kept dense leave the others sparser, so the global sparsity is the
+            // one requested.
+            let sparsity = match &d {
+                Distribution::Uniform { dense_layers } if !dense_layers.is_empty() => {
+                    let total: usize = ctx.layers.iter().map(|l| l.numel()).sum();
+                    let dense: usize = ctx
+                        .layers
+                        .iter()
+                        .filter(|l| dense_layers.contains(&l.name))
+                        .map(|l| l.numel())
+                        .sum();
+                    let s = ctx.sparsity * total as f64 / (total - dense).max(1) as f64;
+                    if s >= 1.0 {
+                        return Err(AlgoError::Config(format!(
+                            "gmp keeps {dense} weights dense, more than a sparsity of {} allows",
+                            ctx.sparsity
+                        )));
+                    }
+                    s
+                }
+                _ => ctx.sparsity,
+            };
+            let finals = sparse_core::layer_sparsities(&ctx.layers, sparsity, &d, &[])?;
             let cfg = GmpConfig {
                 final_sparsity: finals,
                 initial_sparsity: 0.0,
@@ -240,6 +347,7 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
                     floor: 0.005,
                     total: t,
                 },
+                exact_final: true,
             };
             (dense_start.clone(), Box::new(Granet::new(cfg)?))
         }
@@ -255,12 +363,32 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
                     },
                 }
             };
+            // FGGP keeps the stem convolution dense; the other layers end sparser so the
+            // run's global sparsity is the one requested.
+            let numel: Vec<usize> = ctx.layers.iter().map(|l| l.numel()).collect();
+            let total: usize = numel.iter().sum();
+            let stem = if stem.is_empty() || ctx.layers.len() < 2 {
+                0
+            } else {
+                numel[0]
+            };
+            let final_density =
+                ((1.0 - ctx.sparsity) * total as f64 - stem as f64) / (total - stem) as f64;
+            if final_density <= 0.0 {
+                return Err(AlgoError::Config(format!(
+                    "fggp keeps the stem convolution dense ({stem} weights), more than the {:.0} \
+                     a sparsity of {} allows",
+                    (1.0 - ctx.sparsity) * total as f64,
+                    ctx.sparsity
+                )));
+            }
             let cfg = FggpConfig {
                 initial_density: 1.0,
-                final_density: 1.0 - ctx.sparsity,
+                final_density,
                 select_ratio: 0.5,
                 interval: interval(2000),
                 end_ratio: 0.8,
+                exact_final: true,
                 prune_first_layer: false,
                 mode,
             };
@@ -274,6 +402,10 @@ pub fn preset(name: &str, ctx: &PresetContext) -> Result<Preset> {
                 lr: ctx.lr,
                 warmup_epochs: 5.min(ctx.epochs.max(1)),
                 momentum: 0.9,
+                ramp: match ctx.schedule {
+                    ScheduleMode::Scaled => OptgRamp::Exact { freeze: 0.2 },
+                    ScheduleMode::Paper => OptgRamp::Paper,
+                },
             };
             (dense_start.clone(), Box::new(Optg::new(cfg)?))
         }

@@ -23,6 +23,16 @@ pub fn layer_views<'a>(params: &'a mut [&mut Param]) -> Vec<Layer<'a>> {
     params.iter_mut().filter_map(|p| p.layer()).collect()
 }
 
+/// Which parameters weight decay applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decay {
+    /// Every parameter (the papers' code, our default).
+    #[default]
+    All,
+    /// Conv and linear weights only, not biases and BatchNorm parameters.
+    WeightsOnly,
+}
+
 /// One optimizer step after backward (see the module docs). `corrected` replaces the
 /// gradients the optimizer uses (AGC), one per parameter; the method still sees the raw
 /// ones. Returns the mask update's report on update steps.
@@ -31,6 +41,7 @@ pub fn apply_step(
     t: &StepInfo,
     params: &mut [&mut Param],
     sgd: &SgdConfig,
+    decay: Decay,
     corrected: Option<&[Tensor]>,
 ) -> Result<Option<UpdateReport>> {
     if let Some(c) = corrected {
@@ -51,8 +62,17 @@ pub fn apply_step(
                 grad,
                 momentum,
                 mask,
+                sparsifiable,
                 ..
             } = &mut **p;
+            let no_decay = SgdConfig {
+                weight_decay: 0.0,
+                ..*sgd
+            };
+            let sgd = match decay {
+                Decay::WeightsOnly if !*sparsifiable => &no_decay,
+                _ => sgd,
+            };
             let g = corrected.map_or(&*grad, |c| &c[i]);
             let policy = match (mask.as_ref(), dense_values) {
                 (None, _) => MaskPolicy::None,

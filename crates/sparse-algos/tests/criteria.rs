@@ -23,6 +23,7 @@ fn every_drop_and_grow_method_keeps_budgets_and_resets_new_weights() {
         lr: 0.1,
         seed: 3,
         interval: Some(10),
+        schedule: sparse_algos::ScheduleMode::Paper,
         distribution: None,
     };
     for name in ["set", "rigl", "rigl-itop", "dst-ee", "set-orig"] {

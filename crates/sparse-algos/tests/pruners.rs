@@ -95,6 +95,7 @@ fn fggp_takes_gradient_first_candidates_then_smallest_magnitudes() {
         select_ratio: 0.5,
         interval: 10,
         end_ratio: 1.0,
+        exact_final: false,
         prune_first_layer: false,
         mode: FggpMode::GradientFirst,
     };
@@ -135,6 +136,7 @@ fn optg_global_threshold_per_layer_counts_and_revival() {
         lr: 0.1,
         warmup_epochs: 2,
         momentum: 0.9,
+        ramp: sparse_algos::optg::OptgRamp::Paper,
     };
     let mut o = Optg::new(cfg).unwrap();
     let mut model = Model::new(
@@ -171,6 +173,7 @@ fn optg_global_threshold_per_layer_counts_and_revival() {
         lr: 0.1,
         warmup_epochs: 2,
         momentum: 0.9,
+        ramp: sparse_algos::optg::OptgRamp::Paper,
     })
     .unwrap();
     let mut model = Model::new(
@@ -201,6 +204,7 @@ fn granet_prunes_globally_then_regrows_at_constant_budget() {
         prune_start: 0,
         prune_end: 20,
         regen_fraction: Schedule::Constant { value: 0.25 },
+        exact_final: false,
     };
     let mut g = Granet::new(cfg).unwrap();
     // Rounds: curr = 1 (step 10) -> decay (1 − 1/2)^3 = 0.125 -> s = 0.5·0.875 = 0.4375.
@@ -306,7 +310,7 @@ fn preset_schedules_match_the_spec_formulas() {
         sparsity: 0.9,
         layers: vec![
             LayerShape::new("conv1", &[16, 3, 3, 3]),
-            LayerShape::new("fc", &[10, 64]),
+            LayerShape::new("fc", &[10, 640]),
         ],
         total_steps: 1000,
         steps_per_epoch: 100,
@@ -314,6 +318,7 @@ fn preset_schedules_match_the_spec_formulas() {
         lr: 0.1,
         seed: 0,
         interval: None,
+        schedule: sparse_algos::ScheduleMode::Paper,
         distribution: None,
     };
     // RigL: updates every 100 steps from 0 to 750; skip the optimizer on those steps.
@@ -350,6 +355,7 @@ fn preset_schedules_match_the_spec_formulas() {
         select_ratio: 0.5,
         interval: 10,
         end_ratio: 0.8,
+        exact_final: false,
         prune_first_layer: false,
         mode: FggpMode::GradientFirst,
     })
@@ -372,4 +378,15 @@ fn preset_schedules_match_the_spec_formulas() {
             && preset("optg", &ctx).is_ok()
             && preset("granet", &ctx).is_ok()
     );
+    // GMP keeps the stem dense and prunes the rest harder to reach the global target; a
+    // target the other layers cannot absorb is an error, not a silently lower sparsity.
+    let tiny_fc = PresetContext {
+        layers: vec![
+            LayerShape::new("conv1", &[16, 3, 3, 3]),
+            LayerShape::new("fc", &[10, 64]),
+        ],
+        ..ctx.clone()
+    };
+    let err = preset("gmp", &tiny_fc).err().unwrap().to_string();
+    assert!(err.contains("keeps 432 weights dense"), "{err}");
 }

@@ -2,7 +2,9 @@
 //! gradients, the mask update's report, coverage, and the sparse-form cache following
 //! `Param::set_mask`.
 
-use sparse_algos::{apply_step, preset, Coverage, Param, PresetContext, SparseMethod, StepInfo};
+use sparse_algos::{
+    apply_step, preset, Coverage, Decay, Param, PresetContext, SparseMethod, StepInfo,
+};
 use sparse_core::{LayerShape, Mask};
 use sparse_kernels::ops::optim::SgdConfig;
 use sparse_kernels::{Device, Tensor};
@@ -37,6 +39,7 @@ fn ctx(total_steps: u64) -> PresetContext {
         lr: 0.1,
         seed: 0,
         interval: Some(2),
+        schedule: sparse_algos::ScheduleMode::Paper,
         distribution: None,
     }
 }
@@ -59,7 +62,7 @@ const SGD: SgdConfig = SgdConfig {
 
 fn step(method: &mut dyn SparseMethod, ps: &mut [Param], t: u64, c: Option<&[Tensor]>) {
     let mut refs: Vec<&mut Param> = ps.iter_mut().collect();
-    apply_step(method, &info(t), &mut refs, &SGD, c).unwrap();
+    apply_step(method, &info(t), &mut refs, &SGD, Decay::All, c).unwrap();
 }
 
 #[test]
@@ -112,9 +115,16 @@ fn update_steps_skip_sgd_keep_the_budget_and_report_to_coverage() {
     assert_eq!(cov.fraction(), 0.5);
     let (before, b0) = (ps[0].mask().unwrap().mask().clone(), host(&ps[1].value));
     let mut refs: Vec<&mut Param> = ps.iter_mut().collect();
-    let report = apply_step(rigl.method.as_mut(), &info(t), &mut refs, &SGD, None)
-        .unwrap()
-        .expect("an update step reports");
+    let report = apply_step(
+        rigl.method.as_mut(),
+        &info(t),
+        &mut refs,
+        &SGD,
+        Decay::All,
+        None,
+    )
+    .unwrap()
+    .expect("an update step reports");
     let after = ps[0].mask().unwrap().mask().clone();
     assert_eq!(after.count_ones(), before.count_ones());
     assert_eq!(report.dropped(), report.grown());
@@ -149,6 +159,7 @@ fn corrected_gradients_reach_the_optimizer_only() {
         &info(2),
         &mut refs,
         &SGD,
+        Decay::All,
         Some(&short)
     )
     .is_err());
@@ -173,4 +184,36 @@ fn the_sparse_form_follows_set_mask() {
     assert_eq!(p.sparse().unwrap().csr().nnz(), 24);
     assert_eq!(p.nnz(), 24);
     assert!(p.set_mask(Mask::ones(&[5])).is_err());
+}
+
+#[test]
+fn weight_decay_can_skip_biases_and_batchnorm() {
+    // Zero gradients: only weight decay moves a parameter.
+    let sgd = SgdConfig {
+        lr: 0.5,
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.1,
+    };
+    for (decay, bias_after) in [(Decay::All, 0.95f32), (Decay::WeightsOnly, 1.0)] {
+        let mut w = Param::new("w".into(), tensor(&[2, 2], |_| 1.0), true).unwrap();
+        let mut b = Param::new("b".into(), tensor(&[2], |_| 1.0), false).unwrap();
+        let mut dense = preset("dense", &ctx(10)).unwrap();
+        let mut refs: Vec<&mut Param> = vec![&mut w, &mut b];
+        apply_step(
+            dense.method.as_mut(),
+            &info(0),
+            &mut refs,
+            &sgd,
+            decay,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            host(&w.value),
+            vec![0.95; 4],
+            "{decay:?}: weights always decay"
+        );
+        assert_eq!(host(&b.value), vec![bias_after; 2], "{decay:?}: bias");
+    }
 }

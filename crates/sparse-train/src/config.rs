@@ -29,6 +29,37 @@ pub const MAX_STEPS: u64 = 1_000_000_000_000;
 /// The longest run in epochs.
 pub const MAX_EPOCHS: u64 = 1_000_000;
 
+/// Weight initialisation (`--init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// PyTorch's default for `Conv2d` / `Linear`: `U(±1/√fan_in)` for weights and biases.
+    #[default]
+    PytorchDefault,
+    /// Kaiming normal: `N(0, 2/fan_in)` weights (fan-in mode, ReLU gain), zero biases.
+    KaimingNormal,
+}
+
+/// How mask-update intervals follow the run (`--schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// ΔT scaled to the run's length, giving the paper's number of updates.
+    #[default]
+    Scaled,
+    /// The papers' ΔT in steps.
+    Paper,
+}
+
+impl From<Schedule> for sparse_algos::ScheduleMode {
+    fn from(s: Schedule) -> Self {
+        match s {
+            Schedule::Scaled => sparse_algos::ScheduleMode::Scaled,
+            Schedule::Paper => sparse_algos::ScheduleMode::Paper,
+        }
+    }
+}
+
 /// Every setting of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,6 +94,10 @@ pub struct TrainConfig {
     pub nesterov: bool,
     /// Coupled weight decay.
     pub weight_decay: f64,
+    /// Weight decay also on biases and BatchNorm parameters (`--no-decay-bias-bn` clears it).
+    pub decay_bias_bn: bool,
+    /// Weight initialisation.
+    pub init: Init,
     /// Label smoothing.
     pub label_smoothing: f64,
     /// LR schedule.
@@ -87,6 +122,8 @@ pub struct TrainConfig {
     pub val_split: usize,
     /// Override the preset's mask-update interval ΔT.
     pub update_interval: Option<u64>,
+    /// How the preset's ΔT follows the run (when `update_interval` is unset).
+    pub schedule: Schedule,
     /// Convolutions run sparse below this density.
     pub conv_sparse_below: f64,
     /// Linear layers run sparse below this density.
@@ -111,6 +148,8 @@ impl Default for TrainConfig {
             momentum: 0.9,
             nesterov: true,
             weight_decay: 5e-4,
+            decay_bias_bn: true,
+            init: Init::PytorchDefault,
             label_smoothing: 0.0,
             lr_schedule: LrSchedule::Cosine,
             warmup_epochs: 0.0,
@@ -123,6 +162,7 @@ impl Default for TrainConfig {
             eval_subset: None,
             val_split: 0,
             update_interval: None,
+            schedule: Schedule::Scaled,
             conv_sparse_below: sparse_kernels::ExecPolicy::default().conv_sparse_below,
             linear_sparse_below: sparse_kernels::ExecPolicy::default().linear_sparse_below,
         }

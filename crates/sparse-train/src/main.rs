@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use sparse_train::config::{LrSchedule, TrainConfig};
+use sparse_train::config::{Init, LrSchedule, Schedule, TrainConfig};
 use sparse_train::data::DataKind;
 use sparse_train::run::RunDir;
 use sparse_train::trainer::Trainer;
@@ -96,6 +96,18 @@ struct TrainArgs {
     /// Weight decay.
     #[arg(long)]
     weight_decay: Option<f64>,
+    /// No weight decay on biases and BatchNorm parameters (conv/linear weights only).
+    #[arg(long)]
+    no_decay_bias_bn: bool,
+    /// SGD momentum.
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Nesterov momentum (true or false).
+    #[arg(long)]
+    nesterov: Option<bool>,
+    /// Weight initialisation: pytorch-default or kaiming-normal.
+    #[arg(long, value_enum)]
+    init: Option<Init>,
     /// Label smoothing.
     #[arg(long)]
     label_smoothing: Option<f64>,
@@ -134,9 +146,13 @@ struct TrainArgs {
     /// Hold out the last N training examples for validation.
     #[arg(long)]
     val_split: Option<usize>,
-    /// Override the method's mask-update interval ΔT (short runs).
+    /// Override the method's mask-update interval ΔT (steps).
     #[arg(long)]
     update_interval: Option<u64>,
+    /// How ΔT follows the run: `scaled` (the paper's number of updates) or `paper` (the
+    /// paper's ΔT in steps).
+    #[arg(long, value_enum)]
+    schedule: Option<Schedule>,
 }
 
 macro_rules! apply {
@@ -165,8 +181,15 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         warmup_epochs,
         seed,
         device,
-        val_split
+        val_split,
+        schedule,
+        momentum,
+        nesterov,
+        init
     );
+    if a.no_decay_bias_bn {
+        cfg.decay_bias_bn = false;
+    }
     if a.data_dir.is_some() {
         cfg.data_dir = a.data_dir.clone();
     }
@@ -220,6 +243,11 @@ fn fixed_on_resume(a: &TrainArgs, dir: &std::path::Path) -> Vec<&'static str> {
         ("--eval-subset", a.eval_subset.is_some()),
         ("--val-split", a.val_split.is_some()),
         ("--update-interval", a.update_interval.is_some()),
+        ("--schedule", a.schedule.is_some()),
+        ("--momentum", a.momentum.is_some()),
+        ("--nesterov", a.nesterov.is_some()),
+        ("--init", a.init.is_some()),
+        ("--no-decay-bias-bn", a.no_decay_bias_bn),
         ("--overwrite", a.overwrite),
         ("--out", a.out.as_deref().is_some_and(|o| o != dir)),
     ];
@@ -329,6 +357,13 @@ fn main() {
             println!("methods / presets:");
             for (n, d) in sparse_train::algos::PRESETS {
                 println!("  {n:<15} {d}");
+                if let Some(p) = sparse_train::algos::paper_interval(n) {
+                    let at = |t| sparse_train::algos::scaled_interval(p, t);
+                    println!(
+                        "  {:<15} ΔT: paper {} (of a {}-step run; --schedule paper); scaled (default) {} at 2,000 steps, {} at 10,000, {} at 100,000",
+                        "", p.interval, p.horizon, at(2_000), at(10_000), at(100_000)
+                    );
+                }
             }
             let c = TrainConfig::default();
             println!("defaults: model {} x{}, data {:?}, method {} at {}, {} epochs, batch {}, lr {} ({:?}), wd {}, seed {}", c.model, c.width_mult, c.data, c.method, c.sparsity, c.epochs, c.batch_size, c.lr, c.lr_schedule, c.weight_decay, c.seed);

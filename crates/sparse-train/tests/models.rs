@@ -3,6 +3,7 @@
 
 use sparse_kernels::ops::loss::softmax_cross_entropy;
 use sparse_kernels::{Device, ExecPolicy, IndexTensor, Tensor};
+use sparse_train::config::Init;
 use sparse_train::model::{build, ExecCtx, MODELS};
 
 #[test]
@@ -21,7 +22,7 @@ fn every_model_runs_forward_and_backward() {
         } else {
             [3, 32, 32]
         };
-        let mut m = build(name, input, 10, 0.125, 1, Device::Cpu).unwrap();
+        let mut m = build(name, input, 10, 0.125, 1, Init::PytorchDefault, Device::Cpu).unwrap();
         let n: usize = input.iter().product();
         let x = Tensor::cpu(
             &[2, input[0], input[1], input[2]],
@@ -74,6 +75,61 @@ fn every_model_runs_forward_and_backward() {
             "{name}: conv count (including projection shortcuts)"
         );
     }
-    assert!(build("resnet99", [3, 32, 32], 10, 1.0, 0, Device::Cpu).is_err());
-    assert!(build("mlp", [1, 28, 28], 10, 0.0, 0, Device::Cpu).is_err());
+    assert!(build(
+        "resnet99",
+        [3, 32, 32],
+        10,
+        1.0,
+        0,
+        Init::PytorchDefault,
+        Device::Cpu
+    )
+    .is_err());
+    assert!(build(
+        "mlp",
+        [1, 28, 28],
+        10,
+        0.0,
+        0,
+        Init::PytorchDefault,
+        Device::Cpu
+    )
+    .is_err());
+}
+
+#[test]
+fn kaiming_normal_init_has_fan_in_variance_and_zero_biases() {
+    let m = build(
+        "mlp",
+        [1, 28, 28],
+        10,
+        1.0,
+        3,
+        Init::KaimingNormal,
+        Device::Cpu,
+    )
+    .unwrap();
+    for p in m.params() {
+        let v = p.value.to_host().unwrap();
+        if p.sparsifiable {
+            let fan_in = p.value.shape()[1] as f64;
+            let n = v.len() as f64;
+            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+            let want = 2.0 / fan_in;
+            // fc3 has 1,000 weights: the sample variance is within ~15% of 2/fan_in.
+            assert!(
+                (var / want - 1.0).abs() < 0.15,
+                "{}: var {var}, want {want}",
+                p.name
+            );
+            assert!(
+                mean.abs() < 4.0 * (want / n).sqrt(),
+                "{}: mean {mean}",
+                p.name
+            );
+        } else {
+            assert!(v.iter().all(|&x| x == 0.0), "{}: biases start at 0", p.name);
+        }
+    }
 }

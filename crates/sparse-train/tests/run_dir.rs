@@ -221,6 +221,7 @@ fn limits_are_checked_before_anything_runs() {
         10,
         64.0,
         0,
+        sparse_train::config::Init::PytorchDefault,
         sparse_kernels::Device::Cpu,
     )
     .err()

@@ -99,8 +99,13 @@ impl Checkpoint {
             Some(FORMAT_V1) => false,
             other => bail!("not a sparse-train checkpoint (format {other:?})"),
         };
-        let config: TrainConfig = toml::from_str(meta.get("config").context("no config")?)
-            .context("checkpoint config is invalid")?;
+        let text = meta.get("config").context("no config")?;
+        let mut config: TrainConfig =
+            toml::from_str(text).context("checkpoint config is invalid")?;
+        // v1 runs predate scaled schedules: they continue with the papers' intervals.
+        if !verified && !text.lines().any(|l| l.starts_with("schedule =")) {
+            config.schedule = crate::config::Schedule::Paper;
+        }
         config.validate().context("checkpoint config is invalid")?;
         let get = |k: &str| -> Result<&String> {
             meta.get(k)

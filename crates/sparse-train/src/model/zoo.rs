@@ -1,6 +1,6 @@
 //! The model zoo. Weight layout is PyTorch's; initialisation is PyTorch's default for
-//! `Conv2d` / `Linear` (`kaiming_uniform_(a=√5)`: `U(±1/√fan_in)`, bias likewise), BN γ = 1,
-//! β = 0, all from a seeded ChaCha stream.
+//! `Conv2d` / `Linear` (`kaiming_uniform_(a=√5)`: `U(±1/√fan_in)`, bias likewise) or Kaiming
+//! normal (`N(0, 2/fan_in)`, zero bias), BN γ = 1, β = 0, all from a seeded ChaCha stream.
 
 use anyhow::{bail, Result};
 use rand_core::RngCore;
@@ -39,6 +39,7 @@ pub struct ModelKind(pub String);
 
 struct Init {
     rng: rand_chacha::ChaCha8Rng,
+    kind: crate::config::Init,
     /// Parameters allocated so far, and the most the memory estimate allows.
     params: u64,
     max_params: u64,
@@ -63,8 +64,9 @@ fn max_params() -> u64 {
 }
 
 impl Init {
-    /// Counts the tensor against the memory estimate before allocating it.
-    fn uniform(&mut self, shape: &[usize], fan_in: usize) -> Result<Tensor> {
+    /// A weight (`bias` false) or bias of the layer kind's initialisation, counted against
+    /// the memory estimate before it is allocated.
+    fn param(&mut self, shape: &[usize], fan_in: usize, bias: bool) -> Result<Tensor> {
         let n = shape
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
@@ -78,11 +80,26 @@ impl Init {
                 (self.max_params * BYTES_PER_PARAM) as f64 / 1e9
             ),
         }
-        let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
         let n: usize = shape.iter().product();
-        let v = (0..n)
-            .map(|_| ((self.rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * bound)
-            .collect();
+        let fan_in = fan_in.max(1) as f32;
+        let v = match (self.kind, bias) {
+            (crate::config::Init::PytorchDefault, _) => {
+                let bound = 1.0 / fan_in.sqrt();
+                (0..n)
+                    .map(|_| {
+                        ((self.rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
+                            * bound
+                    })
+                    .collect()
+            }
+            (crate::config::Init::KaimingNormal, false) => {
+                let std = (2.0 / fan_in).sqrt();
+                (0..n)
+                    .map(|_| sparse_core::standard_normal(&mut self.rng) * std)
+                    .collect()
+            }
+            (crate::config::Init::KaimingNormal, true) => vec![0.0; n],
+        };
         Ok(Tensor::cpu(shape, v)?)
     }
     fn conv(
@@ -97,14 +114,14 @@ impl Init {
         let fan_in = cin.saturating_mul(k * k);
         Ok(Node::conv(
             name,
-            self.uniform(&[cout, cin, k, k], fan_in)?,
+            self.param(&[cout, cin, k, k], fan_in, false)?,
             stride,
             pad,
         ))
     }
     fn linear(&mut self, name: &str, fin: usize, fout: usize) -> Result<Node> {
-        let w = self.uniform(&[fout, fin], fin)?;
-        let b = self.uniform(&[fout], fin)?;
+        let w = self.param(&[fout, fin], fin, false)?;
+        let b = self.param(&[fout], fin, true)?;
         Ok(Node::linear(name, w, b))
     }
 }
@@ -120,6 +137,7 @@ pub fn build(
     classes: usize,
     width: f64,
     seed: u64,
+    init_kind: crate::config::Init,
     device: Device,
 ) -> Result<Model> {
     if !(width > 0.0 && width.is_finite()) {
@@ -127,6 +145,7 @@ pub fn build(
     }
     let mut init = Init {
         rng: stream_rng(seed, 0x1417),
+        kind: init_kind,
         params: 0,
         max_params: max_params(),
     };

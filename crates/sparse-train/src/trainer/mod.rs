@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use sparse_algos::agc::{Agc, AgcConfig};
 use sparse_algos::{
-    apply_step, preset, Coverage, PresetContext, Properties, SparseMethod, StepInfo,
+    apply_step, preset, Coverage, Decay, PresetContext, Properties, SparseMethod, StepInfo,
 };
 use sparse_core::{layer_budget, random_masks, Budget, Distribution, LayerShape};
 use sparse_kernels::ops::loss::{softmax_cross_entropy, topk_correct};
@@ -130,6 +130,7 @@ impl Trainer {
             data.train.classes,
             cfg.width_mult,
             cfg.seed,
+            cfg.init,
             device,
         )?;
         let layers: Vec<LayerShape> = model
@@ -146,6 +147,7 @@ impl Trainer {
             lr: cfg.lr,
             seed: cfg.seed,
             interval: cfg.update_interval,
+            schedule: cfg.schedule.into(),
             distribution: cfg.distribution.as_deref().map(distribution).transpose()?,
         };
         let p = preset(&cfg.method, &ctx)?;
@@ -161,9 +163,11 @@ impl Trainer {
                 budget = Some(b);
             }
         }
-        // Probing every step of a very long run would stall start-up; such a run has plenty
-        // of updates for any ΔT a preset uses.
-        if p.props.step_scheduled && total_steps <= 10_000_000 {
+        // Scaled schedules give every run enough updates; an interval the user fixed (or the
+        // paper's) may not. Probing every step of a very long run would stall start-up; such
+        // a run has plenty of updates for any ΔT a preset uses.
+        let fixed = cfg.update_interval.is_some() || cfg.schedule == crate::config::Schedule::Paper;
+        if p.props.step_scheduled && fixed && total_steps <= 10_000_000 {
             let probe = |step| StepInfo {
                 step,
                 epoch: step / steps_per_epoch,
@@ -176,8 +180,8 @@ impl Trainer {
                 .count();
             if updates < 5 {
                 eprintln!(
-                    "warning: `{}` updates its masks only {updates} times in {total_steps} steps (its ΔT is sized for \
-                     ~100k-step runs); pass --update-interval to scale it to this run",
+                    "warning: `{}` updates its masks only {updates} times in {total_steps} steps with the ΔT \
+                     you chose; omit --update-interval / --schedule paper to scale ΔT to this run",
                     cfg.method
                 );
             }
@@ -308,6 +312,11 @@ impl Trainer {
                 &info,
                 &mut params,
                 &sgd,
+                if self.cfg.decay_bias_bn {
+                    Decay::All
+                } else {
+                    Decay::WeightsOnly
+                },
                 corrected.as_deref(),
             )?
         };

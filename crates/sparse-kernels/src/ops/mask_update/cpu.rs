@@ -26,6 +26,17 @@ impl MaskUpdateOps for CpuBackend {
         Tensor::from_vec(x.shape(), v, x.device())
     }
 
+    fn abs_product(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let v: Vec<f32> = a
+            .cpu_data()?
+            .par_iter()
+            .with_min_len(GRAIN)
+            .zip(b.cpu_data()?.par_iter())
+            .map(|(x, y)| (x * y).abs())
+            .collect();
+        Tensor::from_vec(a.shape(), v, a.device())
+    }
+
     fn count_nonzero(x: &Tensor) -> Result<usize> {
         Ok(x.cpu_data()?
             .par_iter()

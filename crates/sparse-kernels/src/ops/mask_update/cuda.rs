@@ -13,6 +13,9 @@ impl MaskUpdateOps for CudaBackend {
     fn abs(x: &Tensor) -> Result<Tensor> {
         Err(unsupported("abs_scores", x.device()))
     }
+    fn abs_product(a: &Tensor, _b: &Tensor) -> Result<Tensor> {
+        Err(unsupported("abs_product", a.device()))
+    }
     fn count_nonzero(x: &Tensor) -> Result<usize> {
         Err(unsupported("count_nonzero", x.device()))
     }

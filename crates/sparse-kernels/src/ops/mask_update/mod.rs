@@ -37,6 +37,8 @@ pub enum GrowInit {
 pub trait MaskUpdateOps {
     /// `|x|`.
     fn abs(x: &Tensor) -> Result<Tensor>;
+    /// `|a ⊙ b|`.
+    fn abs_product(a: &Tensor, b: &Tensor) -> Result<Tensor>;
     /// Nonzero entries.
     fn count_nonzero(x: &Tensor) -> Result<usize>;
     /// `x ⊙= M`.
@@ -87,6 +89,18 @@ fn check_len(op: &'static str, x: &Tensor, n: usize) -> Result<()> {
 /// `|x|` element-wise (magnitude drop scores, gradient grow scores).
 pub fn abs_scores(x: &Tensor) -> Result<Tensor> {
     dispatch!(x.device(), MaskUpdateOps::abs(x))
+}
+
+/// `|a ⊙ b|` element-wise (SNIP's saliency `|w ⊙ g|`); `a` and `b` share a shape and device.
+pub fn abs_product(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() {
+        return shape_err(
+            "abs_product",
+            format!("shapes {:?} and {:?}", a.shape(), b.shape()),
+        );
+    }
+    a.same_device("abs_product", b)?;
+    dispatch!(a.device(), MaskUpdateOps::abs_product(a, b))
 }
 
 /// Number of nonzero entries.
