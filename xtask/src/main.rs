@@ -11,6 +11,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod grid;
+
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
@@ -30,12 +32,52 @@ enum Cmd {
     },
     /// Run the checks CI runs.
     Ci,
+    /// Every method on LeNet-300-100 (90/95/98%, several seeds), then docs/results.md.
+    Grid {
+        /// `mnist`, `fashion-mnist` or `all`.
+        which: String,
+        /// Seeds per setting.
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Runs at a time (each on one thread).
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Epochs per run (the protocol's 10; fewer only to test the grid itself).
+        #[arg(long, default_value_t = 10)]
+        epochs: u64,
+        /// Only these methods (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        methods: Vec<String>,
+        /// Where the run directories go.
+        #[arg(long, default_value = "runs/grid")]
+        out: PathBuf,
+        /// The results page.
+        #[arg(long, default_value = "docs/results.md")]
+        results: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Bench { filter } => bench(filter.as_deref()),
         Cmd::Ci => ci(),
+        Cmd::Grid {
+            which,
+            seeds,
+            jobs,
+            epochs,
+            methods,
+            out,
+            results,
+        } => grid::grid(&grid::GridArgs {
+            which,
+            seeds,
+            workers: jobs,
+            epochs,
+            methods,
+            out: root().join(out),
+            results: root().join(results),
+        }),
     }
 }
 

@@ -5,12 +5,14 @@
 //! outputs ([`report`]) and the `sparse-train` command-line tool (`src/main.rs`).
 
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
+pub mod plots;
 pub mod report;
 pub mod run;
 pub mod trainer;

@@ -48,6 +48,16 @@ enum Cmd {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Compare runs: a table (method, sparsity reached, final and best accuracy, img/s,
+    /// wall time, mask updates) and plots of test accuracy, loss and per-layer density.
+    Compare {
+        /// Run directories.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where to write compare.md and the plots.
+        #[arg(long, default_value = "compare")]
+        out: PathBuf,
+    },
     /// List models, methods and presets with their defaults.
     List,
 }
@@ -347,6 +357,15 @@ fn main() {
             let mut t = sparse_train::checkpoint::load(&checkpoint, data_dir.as_deref())?;
             sparse_train::checkpoint::export(&mut t, &out)?;
             eprintln!("exported {} to {}", checkpoint.display(), out.display());
+            Ok(())
+        })(),
+        Cmd::Compare { runs, out } => (|| {
+            let t = sparse_train::compare::compare(&runs, &out)?;
+            print!("{t}");
+            eprintln!(
+                "wrote {0}/compare.md, {0}/compare_curves.svg, {0}/compare_density.svg",
+                out.display()
+            );
             Ok(())
         })(),
         Cmd::List => {

@@ -1,5 +1,5 @@
-//! Run outputs: `metrics.jsonl` (one line per epoch), `summary.json`, and SVG plots of the
-//! accuracy curves and per-layer density.
+//! Run outputs: `metrics.jsonl` (one line per epoch), `summary.json`, and the plots of the
+//! accuracy and loss curves and per-layer density ([`crate::plots`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -49,6 +49,9 @@ pub struct EpochMetrics {
     pub dropped: usize,
     /// Positions grown this epoch.
     pub grown: usize,
+    /// Mask updates (update steps and epoch-start rebuilds) this epoch.
+    #[serde(default)]
+    pub updates: usize,
     /// Fraction of sparsifiable weights ever active.
     pub coverage: f64,
     /// Wall time of the epoch (training + evaluation).
@@ -176,70 +179,28 @@ pub fn write_summary(dir: &Path, s: &Summary) -> Result<()> {
     )
 }
 
-/// `accuracy.svg` (train and test accuracy per epoch) and `density.svg` (final per-layer density).
+/// `accuracy.svg` (train and test accuracy, and loss, per epoch) and `density.svg` (final
+/// per-layer density).
 pub fn write_plots(dir: &Path, h: &[EpochMetrics]) -> Result<()> {
-    let (w, ht, pad) = (640.0, 360.0, 48.0);
-    let n = h.len().max(2) as f64 - 1.0;
-    let pts = |f: &dyn Fn(&EpochMetrics) -> f64| -> String {
-        h.iter()
-            .enumerate()
-            .map(|(i, m)| {
-                format!(
-                    "{:.1},{:.1}",
-                    pad + (w - 2.0 * pad) * i as f64 / n,
-                    ht - pad - (ht - 2.0 * pad) * f(m)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+    use crate::plots::{curves, density, per_epoch, Curve};
+    let curve = |label: &str, f: fn(&EpochMetrics) -> f64| Curve {
+        label: label.into(),
+        points: per_epoch(h, f),
     };
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{ht}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#
-    );
-    for k in 0..=4 {
-        let y = ht - pad - (ht - 2.0 * pad) * k as f64 / 4.0;
-        svg += &format!(
-            r##"<line x1="{pad}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="8" y="{}">{}%</text>"##,
-            w - pad,
-            y + 4.0,
-            k * 25
-        );
-    }
-    svg += &format!(
-        r#"<polyline fill="none" stroke="steelblue" stroke-width="2" points="{}"/>"#,
-        pts(&|m| m.train_accuracy)
-    );
-    svg += &format!(
-        r#"<polyline fill="none" stroke="crimson" stroke-width="2" points="{}"/>"#,
-        pts(&|m| m.test_accuracy)
-    );
-    svg += &format!(
-        r#"<text x="{pad}" y="20">accuracy per epoch: train (blue), test (red); {} epochs</text></svg>"#,
-        h.len()
-    );
-    atomic_write(&dir.join("accuracy.svg"), svg.as_bytes())?;
-
+    curves(
+        &dir.join("accuracy.svg"),
+        "this run",
+        &[
+            curve("train", |m| 100.0 * m.train_accuracy),
+            curve("test", |m| 100.0 * m.test_accuracy),
+        ],
+        &[
+            curve("train", |m| m.train_loss),
+            curve("test", |m| m.test_loss),
+        ],
+    )?;
     let layers = h.last().map(|m| m.layers.clone()).unwrap_or_default();
-    let bh = 16.0;
-    let height = pad + bh * layers.len() as f64 + 20.0;
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/><text x="8" y="20">density per layer (final)</text>"#
-    );
-    for (i, l) in layers.iter().enumerate() {
-        let y = pad + bh * i as f64;
-        svg += &format!(
-            r#"<text x="8" y="{}">{}</text><rect x="260" y="{y}" width="{:.1}" height="{}" fill="seagreen"/><text x="{:.1}" y="{}">{:.3}</text>"#,
-            y + 11.0,
-            l.name,
-            300.0 * l.density,
-            bh - 3.0,
-            265.0 + 300.0 * l.density,
-            y + 11.0,
-            l.density
-        );
-    }
-    svg += "</svg>";
-    atomic_write(&dir.join("density.svg"), svg.as_bytes())
+    density(&dir.join("density.svg"), &[("this run".into(), layers)])
 }
 
 #[cfg(test)]
@@ -260,6 +221,7 @@ mod tests {
             layers: Vec::new(),
             dropped: 3,
             grown: 3,
+            updates: 1,
             coverage: 0.2,
             epoch_seconds: 1.5,
             images_per_sec: 100.0,

@@ -97,6 +97,7 @@ impl Trainer {
             layers: self.layer_metrics(),
             dropped,
             grown,
+            updates: std::mem::take(&mut self.mask_updates),
             coverage: self.coverage.fraction(),
             epoch_seconds: start.elapsed().as_secs_f64(),
             images_per_sec: seen as f64 / train_secs.max(1e-9),

@@ -52,6 +52,8 @@ pub struct Trainer {
     pub budget: Option<Budget>,
     /// Dropped / grown counts since the last epoch report.
     pub dropped_grown: (usize, usize),
+    /// Mask updates since the last epoch report.
+    pub mask_updates: usize,
     /// Notice printed when the device request fell back to the CPU.
     pub device_notice: Option<String>,
     /// The metrics of the last finished epoch (checkpointed with it, so the run directory's
@@ -207,6 +209,7 @@ impl Trainer {
             coverage,
             budget,
             dropped_grown: (0, 0),
+            mask_updates: 0,
             device_notice,
             last_epoch: None,
             train_loader,
@@ -330,6 +333,7 @@ impl Trainer {
     fn after_mask_change(&mut self, dropped: usize, grown: usize) -> Result<()> {
         self.dropped_grown.0 += dropped;
         self.dropped_grown.1 += grown;
+        self.mask_updates += 1;
         let params = self.model.params();
         self.coverage.record(&params)?;
         if let Some(b) = &self.budget {
