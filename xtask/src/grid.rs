@@ -215,7 +215,9 @@ pub fn grid(g: &GridArgs) -> Result<()> {
         todo.len()
     );
     let start = Instant::now();
-    let queue = Arc::new(Mutex::new(todo));
+    // Workers pop from the back: reversed, the grid runs seed-major from seed 0, so a grid
+    // stopped early has whole seeds (and seed 0's plots).
+    let queue = Arc::new(Mutex::new(todo.into_iter().rev().collect::<Vec<_>>()));
     let failures = Arc::new(Mutex::new(Vec::new()));
     std::thread::scope(|s| {
         for _ in 0..workers.max(1) {
