@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::fs::atomic_write;
@@ -93,6 +94,18 @@ where
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
+    draw_lines(&mut chart, curves, SeriesLabelPosition::LowerRight)
+}
+
+/// Draws `curves` (lines with points, one colour each) and their legend.
+fn draw_lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    curves: &[Curve],
+    legend: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
     for (i, c) in curves.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
@@ -116,7 +129,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend)
         .label_font(("sans-serif", 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
@@ -202,37 +215,18 @@ pub fn density(path: &Path, runs: &[(String, Vec<LayerMetrics>)]) -> Result<()> 
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(err)?;
-        for (i, (run, layers)) in runs.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let pts: Vec<(f64, f64)> = layers
-                .iter()
-                .enumerate()
-                .map(|(j, l)| (j as f64, l.density))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                .map_err(err)?
-                .label(run.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(PointSeries::of_element(
-                    pts,
-                    4,
-                    color.filled(),
-                    &|p, s, st| Circle::new(p, s, st),
-                ))
-                .map_err(err)?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        let curves: Vec<Curve> = runs
+            .iter()
+            .map(|(run, layers)| Curve {
+                label: run.clone(),
+                points: layers
+                    .iter()
+                    .enumerate()
+                    .map(|(j, l)| (j as f64, l.density))
+                    .collect(),
+            })
+            .collect();
+        draw_lines(&mut chart, &curves, SeriesLabelPosition::UpperRight)?;
         root.present().map_err(err)?;
     }
     atomic_write(path, svg.as_bytes())

@@ -279,15 +279,7 @@ fn bad_inputs_give_clear_errors_and_nonzero_exit() {
         run.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    for f in [
-        "config.toml",
-        "metrics.jsonl",
-        "summary.json",
-        "last.safetensors",
-        "best.safetensors",
-        "accuracy.svg",
-        "density.svg",
-    ] {
+    for f in sparse_train::run::RUN_FILES {
         assert!(run.join(f).exists(), "missing {f}");
     }
     let good = std::fs::read(run.join("last.safetensors")).unwrap();
