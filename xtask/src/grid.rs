@@ -324,12 +324,15 @@ fn write_results(
     let mut md = String::from(include_str!("results_header.md"));
     md +=
         &format!(
-        "\nThis page: `cargo xtask grid {}` ({} runs; this invocation {:.0} min with {workers} \
-         runs at a time on a 2-core machine; {:.0} min of run time in all).\n",
+        "\nThis page: `cargo xtask grid {}`: {} runs, {:.0} min of run time in all (the sum of \
+         the runs' wall times, one thread each), so about {:.0} min of wall time at {workers} \
+         runs at a time on a 2-core machine (this invocation: {:.0} min; finished runs are \
+         reused).\n",
         if datasets.len() == 2 { "all" } else { datasets[0] },
         cells.values().map(Vec::len).sum::<usize>(),
-        elapsed / 60.0,
-        run_seconds / 60.0
+        run_seconds / 60.0,
+        run_seconds / 60.0 / workers.max(1) as f64,
+        elapsed / 60.0
     );
     let plots = results.parent().unwrap_or(Path::new(".")).join("results");
     for d in datasets {
