@@ -55,6 +55,29 @@ impl Mask {
         Self::from_fn_checked(shape, values.len(), |i| values[i] != 0.0)
     }
 
+    /// A mask from its 64-bit words (bit `j` of word `w` is entry `64w + j`), as kernels
+    /// produce them: the word count must fit the shape and bits past the end must be clear.
+    pub fn from_words(shape: &[usize], words: Vec<u64>) -> Result<Self> {
+        let mut m = Self::zeros(shape);
+        if words.len() != m.words.len() {
+            return Err(CoreError::InvalidArgument(format!(
+                "{} mask words for {} entries (expected {})",
+                words.len(),
+                m.len,
+                m.words.len()
+            )));
+        }
+        m.words = words;
+        let before = m.words.last().copied();
+        m.clear_tail();
+        if m.words.last().copied() != before {
+            return Err(CoreError::InvalidArgument(
+                "mask words set bits past the last entry".into(),
+            ));
+        }
+        Ok(m)
+    }
+
     /// A mask from a boolean slice.
     pub fn from_bools(shape: &[usize], bits: &[bool]) -> Result<Self> {
         Self::from_fn_checked(shape, bits.len(), |i| bits[i])

@@ -34,6 +34,9 @@ pub enum KernelError {
         /// The device.
         device: crate::Device,
     },
+    /// The GPU runtime failed: a kernel that does not compile, a failed launch or copy.
+    #[error("{0}")]
+    Backend(String),
     /// An invalid scalar argument (learning rate, epsilon, label, ...).
     #[error("{0}")]
     InvalidArgument(String),

@@ -26,9 +26,9 @@
 //!
 //! The CPU backend uses rayon; every reduction has a fixed order, so results do not depend
 //! on thread scheduling. [`ExecPolicy`] picks dense or sparse execution by layer density.
-//! The CUDA storage exists with the `cuda` feature; its kernels are not written yet, so CUDA
-//! ops return [`KernelError::Unsupported`], and without the feature [`Device::cuda`]
-//! returns a clear error.
+//! The CUDA backend launches the kernels of the top-level `kernels/` (compiled by NVRTC for
+//! the GPU, see [`nvrtc`]) on [`Device::Cuda`] (feature `cuda`), or runs the same sources
+//! compiled as C++ on the host on [`Device::CudaEmulated`] (see [`backend::gpu`]).
 //!
 //! ```
 //! use sparse_kernels::ops::activation::relu;
@@ -50,6 +50,7 @@ pub mod backend;
 pub mod device;
 pub mod error;
 pub mod mask;
+pub mod nvrtc;
 pub mod ops;
 pub mod policy;
 pub mod tensor;
@@ -64,21 +65,31 @@ pub use policy::{ExecMode, ExecPolicy};
 pub use sparse_core;
 pub use tensor::{Elem, IndexTensor, Storage, Tensor, TensorOf};
 
-/// Generates one `#[test]` per compiled device from a test body written once against a
-/// device (candle's `test_device!`): `name_cpu` always, and `name_cuda` in builds with the
-/// `cuda` feature, which runs on GPU 0 and is skipped with a notice when none can be used.
+/// Generates one `#[test]` per device from a test body written once against a device
+/// (candle's `test_device!`): `name_cpu`; `name_emu` on the emulated CUDA device (every
+/// kernel, run on the host: always built, so CI runs it); and `name_cuda` on GPU 0 in builds
+/// with the `cuda` feature, skipped with a notice when no GPU can be used.
 ///
 /// ```ignore
 /// fn relu_matches_reference(dev: &Device) -> TestResult { ... }
-/// test_device!(relu_matches_reference, relu_cpu, relu_cuda);
+/// test_device!(relu_matches_reference, relu_cpu, relu_cuda, relu_emu);
 /// ```
 #[macro_export]
 macro_rules! test_device {
-    ($fn_name:ident, $cpu:ident, $cuda:ident) => {
+    ($fn_name:ident, $cpu:ident, $cuda:ident, $emu:ident) => {
         #[test]
         fn $cpu() {
             if let Err(e) = $fn_name(&$crate::Device::Cpu) {
                 panic!("on the CPU: {e}");
+            }
+        }
+
+        #[test]
+        fn $emu() {
+            let dev = $crate::Device::cuda_emulated()
+                .unwrap_or_else(|e| panic!("the emulated CUDA device is unavailable: {e}"));
+            if let Err(e) = $fn_name(&dev) {
+                panic!("on {dev:?}: {e}");
             }
         }
 

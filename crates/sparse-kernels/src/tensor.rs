@@ -11,33 +11,22 @@ use crate::backend::CudaStorage;
 use crate::device::Device;
 use crate::error::{shape_err, KernelError, Result};
 
-/// Element types a tensor can hold.
-#[cfg(not(feature = "cuda"))]
-pub trait Elem: Copy + Default + PartialEq + Send + Sync + std::fmt::Debug + 'static {}
-/// Element types a tensor can hold.
-#[cfg(feature = "cuda")]
+/// Element types a tensor can hold (plain bytes, so they can be copied to a device).
 pub trait Elem:
-    Copy
-    + Default
-    + PartialEq
-    + Send
-    + Sync
-    + std::fmt::Debug
-    + 'static
-    + cudarc::driver::DeviceRepr
-    + cudarc::driver::ValidAsZeroBits
+    bytemuck::Pod + Default + PartialEq + Send + Sync + std::fmt::Debug + 'static
 {
 }
 impl Elem for f32 {}
 impl Elem for u32 {}
 impl Elem for u64 {}
+impl Elem for f64 {}
 
 /// The data of a tensor on its device.
 #[derive(Debug)]
 pub enum Storage<T> {
     /// Host memory (rayon backend).
     Cpu(Vec<T>),
-    /// GPU memory (CUDA backend; uninhabited without the `cuda` feature).
+    /// CUDA device memory (a GPU, or the emulated device's host memory).
     Cuda(CudaStorage<T>),
 }
 
@@ -55,7 +44,15 @@ impl<T: Elem> Storage<T> {
     pub fn from_host(data: Vec<T>, device: Device) -> Result<Self> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(data)),
-            Device::Cuda(o) => Ok(Storage::Cuda(CudaStorage::from_host(&data, o)?)),
+            d => Ok(Storage::Cuda(CudaStorage::from_host(&data, d)?)),
+        }
+    }
+
+    /// `len` zeros on `device` (allocated zeroed there, no upload).
+    pub fn zeros(len: usize, device: Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(vec![T::default(); len])),
+            d => Ok(Storage::Cuda(CudaStorage::zeros(len, d)?)),
         }
     }
 
@@ -113,7 +110,14 @@ pub type IndexTensor = TensorOf<u32>;
 impl<T: Elem> TensorOf<T> {
     /// A tensor of `T::default()` (zero).
     pub fn zeros(shape: &[usize], device: Device) -> Result<Self> {
-        Self::full(shape, T::default(), device)
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let Some(n) = n else {
+            return shape_err("tensor", format!("shape {shape:?} overflows"));
+        };
+        Ok(TensorOf {
+            shape: shape.to_vec(),
+            storage: Storage::zeros(n, device)?,
+        })
     }
 
     /// A tensor filled with `value`.

@@ -60,7 +60,8 @@ fn conv_forward_all_paths_match_direct_reference(dev: &Device) -> TestResult {
 test_device!(
     conv_forward_all_paths_match_direct_reference,
     conv_forward_all_paths_match_direct_reference_cpu,
-    conv_forward_all_paths_match_direct_reference_cuda
+    conv_forward_all_paths_match_direct_reference_cuda,
+    conv_forward_all_paths_match_direct_reference_emu
 );
 
 fn conv_backward_matches_finite_differences_and_paths_agree(dev: &Device) -> TestResult {
@@ -152,7 +153,8 @@ fn conv_backward_matches_finite_differences_and_paths_agree(dev: &Device) -> Tes
 test_device!(
     conv_backward_matches_finite_differences_and_paths_agree,
     conv_backward_matches_finite_differences_and_paths_agree_cpu,
-    conv_backward_matches_finite_differences_and_paths_agree_cuda
+    conv_backward_matches_finite_differences_and_paths_agree_cuda,
+    conv_backward_matches_finite_differences_and_paths_agree_emu
 );
 
 fn conv_large_batch_uses_groups_and_stays_correct(dev: &Device) -> TestResult {
@@ -189,7 +191,8 @@ fn conv_large_batch_uses_groups_and_stays_correct(dev: &Device) -> TestResult {
 test_device!(
     conv_large_batch_uses_groups_and_stays_correct,
     conv_large_batch_uses_groups_and_stays_correct_cpu,
-    conv_large_batch_uses_groups_and_stays_correct_cuda
+    conv_large_batch_uses_groups_and_stays_correct_cuda,
+    conv_large_batch_uses_groups_and_stays_correct_emu
 );
 
 fn conv_rejects_bad_shapes(dev: &Device) -> TestResult {
@@ -223,7 +226,8 @@ fn conv_rejects_bad_shapes(dev: &Device) -> TestResult {
 test_device!(
     conv_rejects_bad_shapes,
     conv_rejects_bad_shapes_cpu,
-    conv_rejects_bad_shapes_cuda
+    conv_rejects_bad_shapes_cuda,
+    conv_rejects_bad_shapes_emu
 );
 
 fn linear_all_paths_forward_backward(dev: &Device) -> TestResult {
@@ -344,5 +348,6 @@ fn linear_all_paths_forward_backward(dev: &Device) -> TestResult {
 test_device!(
     linear_all_paths_forward_backward,
     linear_all_paths_forward_backward_cpu,
-    linear_all_paths_forward_backward_cuda
+    linear_all_paths_forward_backward_cuda,
+    linear_all_paths_forward_backward_emu
 );

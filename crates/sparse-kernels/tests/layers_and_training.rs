@@ -103,7 +103,8 @@ fn batch_norm_forward_backward_and_running_stats(dev: &Device) -> TestResult {
 test_device!(
     batch_norm_forward_backward_and_running_stats,
     batch_norm_forward_backward_and_running_stats_cpu,
-    batch_norm_forward_backward_and_running_stats_cuda
+    batch_norm_forward_backward_and_running_stats_cuda,
+    batch_norm_forward_backward_and_running_stats_emu
 );
 
 fn relu_add_and_pools(dev: &Device) -> TestResult {
@@ -189,7 +190,8 @@ fn relu_add_and_pools(dev: &Device) -> TestResult {
 test_device!(
     relu_add_and_pools,
     relu_add_and_pools_cpu,
-    relu_add_and_pools_cuda
+    relu_add_and_pools_cuda,
+    relu_add_and_pools_emu
 );
 
 fn cross_entropy_with_label_smoothing(dev: &Device) -> TestResult {
@@ -234,7 +236,8 @@ fn cross_entropy_with_label_smoothing(dev: &Device) -> TestResult {
 test_device!(
     cross_entropy_with_label_smoothing,
     cross_entropy_with_label_smoothing_cpu,
-    cross_entropy_with_label_smoothing_cuda
+    cross_entropy_with_label_smoothing_cuda,
+    cross_entropy_with_label_smoothing_emu
 );
 
 fn sgd_matches_pytorch_formula_and_respects_masks(dev: &Device) -> TestResult {
@@ -309,7 +312,8 @@ fn sgd_matches_pytorch_formula_and_respects_masks(dev: &Device) -> TestResult {
 test_device!(
     sgd_matches_pytorch_formula_and_respects_masks,
     sgd_cpu,
-    sgd_cuda
+    sgd_cuda,
+    sgd_emu
 );
 
 #[cfg(not(feature = "cuda"))]
@@ -328,5 +332,11 @@ fn devices_fail_clearly_without_cuda() {
     assert_eq!(d, Device::Cpu);
     assert!(notice.unwrap().contains("CPU"));
     assert!("tpu".parse::<DeviceRequest>().is_err());
-    assert_eq!(Device::test_devices(), vec![Device::Cpu]);
+    // The emulated device needs no feature and no GPU.
+    let (d, _) = "cuda-emulated"
+        .parse::<DeviceRequest>()
+        .unwrap()
+        .resolve()
+        .unwrap();
+    assert_eq!(d, Device::CudaEmulated);
 }

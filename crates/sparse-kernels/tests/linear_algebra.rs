@@ -54,7 +54,8 @@ fn gemm_all_transposes_match_reference(dev: &Device) -> TestResult {
 test_device!(
     gemm_all_transposes_match_reference,
     gemm_all_transposes_match_reference_cpu,
-    gemm_all_transposes_match_reference_cuda
+    gemm_all_transposes_match_reference_cuda,
+    gemm_all_transposes_match_reference_emu
 );
 
 fn masked_gemm_and_spmm_match_reference_at_every_sparsity(dev: &Device) -> TestResult {
@@ -113,7 +114,8 @@ fn masked_gemm_and_spmm_match_reference_at_every_sparsity(dev: &Device) -> TestR
 test_device!(
     masked_gemm_and_spmm_match_reference_at_every_sparsity,
     masked_gemm_and_spmm_match_reference_at_every_sparsity_cpu,
-    masked_gemm_and_spmm_match_reference_at_every_sparsity_cuda
+    masked_gemm_and_spmm_match_reference_at_every_sparsity_cuda,
+    masked_gemm_and_spmm_match_reference_at_every_sparsity_emu
 );
 
 fn sparse_weight_refresh_tracks_new_values(dev: &Device) -> TestResult {
@@ -139,7 +141,8 @@ fn sparse_weight_refresh_tracks_new_values(dev: &Device) -> TestResult {
 test_device!(
     sparse_weight_refresh_tracks_new_values,
     sparse_weight_refresh_tracks_new_values_cpu,
-    sparse_weight_refresh_tracks_new_values_cuda
+    sparse_weight_refresh_tracks_new_values_cuda,
+    sparse_weight_refresh_tracks_new_values_emu
 );
 
 fn sddmm_matches_reference(dev: &Device) -> TestResult {
@@ -177,5 +180,6 @@ fn sddmm_matches_reference(dev: &Device) -> TestResult {
 test_device!(
     sddmm_matches_reference,
     sddmm_matches_reference_cpu,
-    sddmm_matches_reference_cuda
+    sddmm_matches_reference_cuda,
+    sddmm_matches_reference_emu
 );

@@ -86,7 +86,8 @@ fn mask_update_keeps_budget_and_resets_grown_state(dev: &Device) -> TestResult {
 test_device!(
     mask_update_keeps_budget_and_resets_grown_state,
     mask_update_cpu,
-    mask_update_cuda
+    mask_update_cuda,
+    mask_update_emu
 );
 
 fn selection_ops_match_sparse_core(dev: &Device) -> TestResult {
@@ -155,7 +156,8 @@ fn selection_ops_match_sparse_core(dev: &Device) -> TestResult {
 test_device!(
     selection_ops_match_sparse_core,
     selection_cpu,
-    selection_cuda
+    selection_cuda,
+    selection_emu
 );
 
 fn score_and_control_variate_steps(dev: &Device) -> TestResult {
@@ -186,4 +188,9 @@ fn score_and_control_variate_steps(dev: &Device) -> TestResult {
     assert!(score_step(&mut s, &mut b, &randn(&[2], 1, dev), &w, 0.9, 0.1).is_err());
     Ok(())
 }
-test_device!(score_and_control_variate_steps, score_cpu, score_cuda);
+test_device!(
+    score_and_control_variate_steps,
+    score_cpu,
+    score_cuda,
+    score_emu
+);

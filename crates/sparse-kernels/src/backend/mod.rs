@@ -9,27 +9,14 @@
 //! not written yet returns [`KernelError::Unsupported`](crate::KernelError::Unsupported),
 //! never a panic.
 //!
-//! The CUDA storage is real with the `cuda` feature (cudarc, loaded at run time) and a
-//! dummy, uninhabited type without it (candle's pattern): code that matches on
-//! [`Storage`](crate::Storage) compiles the same either way, and no CUDA value can exist in
-//! a CPU-only build.
+//! The CUDA backend ([`gpu`]) runs its kernels on one small [`gpu::Runtime`] interface: the
+//! CUDA driver for `Device::Cuda(n)` (feature `cuda`; without it, opening a GPU is a clear
+//! error) and the host launcher for `Device::CudaEmulated`, which runs the same `.cu`
+//! sources compiled as C++ (no GPU needed; that is how CI runs every kernel).
 
-#[cfg(feature = "cuda")]
-#[path = "cuda.rs"]
-pub mod cuda;
-#[cfg(not(feature = "cuda"))]
-#[path = "cuda_dummy.rs"]
-pub mod cuda;
+pub mod gpu;
 
-pub use cuda::CudaStorage;
-
-use crate::device::Device;
-use crate::error::KernelError;
-
-/// Whether the CUDA backend implements the ops training needs. While it does not,
-/// `--device auto` stays on the CPU even when a GPU can be used (`--device cuda` still
-/// selects the GPU, and its ops report [`KernelError::Unsupported`]).
-pub const CUDA_KERNELS_READY: bool = false;
+pub use gpu::CudaStorage;
 
 /// The rayon CPU backend.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,11 +26,6 @@ pub struct CpuBackend;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CudaBackend;
 
-/// The error a backend returns for an op it does not implement yet.
-pub(crate) fn unsupported(op: &'static str, device: Device) -> KernelError {
-    KernelError::Unsupported { op, device }
-}
-
 /// Calls `Trait::method(args)` on the backend of `device`:
 /// `dispatch!(dev, ElementwiseOps::relu(x))`.
 #[macro_export]
@@ -52,7 +34,9 @@ macro_rules! dispatch {
     ($dev:expr, $tr:ident :: $f:ident ( $($a:expr),* $(,)? )) => {
         match $dev {
             $crate::Device::Cpu => <$crate::backend::CpuBackend as $tr>::$f($($a),*),
-            $crate::Device::Cuda(_) => <$crate::backend::CudaBackend as $tr>::$f($($a),*),
+            $crate::Device::Cuda(_) | $crate::Device::CudaEmulated => {
+                <$crate::backend::CudaBackend as $tr>::$f($($a),*)
+            }
         }
     };
 }

@@ -1,24 +1,108 @@
-//! Convolution on CUDA: not implemented yet (the CUDA backend issue adds implicit GEMM /
-//! im2col + cuBLAS here).
+//! Convolution on CUDA: im2col + cuBLAS over the whole batch (`kernels/conv.cu` holds the
+//! unfolding, its adjoint and the layout permutes). The unfolded matrix is
+//! `[C·kh·kw, B·P]`, so each pass is one GEMM and the weight gradient is a single
+//! deterministic product over `K = B·P`.
 
 use super::{ConvGeom, ConvGrads, ConvOps};
-use crate::backend::{unsupported, CudaBackend};
+use crate::backend::gpu::launch::{ctx_of, grid_1d, Args};
+use crate::backend::gpu::Family;
+use crate::backend::CudaBackend;
 use crate::error::Result;
+use crate::ops::gemm::cuda::raw_gemm;
+use crate::ops::sparse::cuda::{dense_weight, mask_into};
 use crate::ops::sparse::{WeightGrad, WeightRef};
 use crate::tensor::Tensor;
 
+const F: Family = Family::Conv;
+
+fn geom_args(a: Args, g: &ConvGeom) -> Args {
+    a.i(g.b)
+        .i(g.c)
+        .i(g.h)
+        .i(g.w)
+        .i(g.kh)
+        .i(g.kw)
+        .i(g.stride)
+        .i(g.pad)
+        .i(g.oh)
+        .i(g.ow)
+}
+
+fn im2col(g: &ConvGeom, x: &Tensor) -> Result<Tensor> {
+    let col = Tensor::zeros(&[g.ckk(), g.b * g.p()], x.device())?;
+    let args = geom_args(Args::new().t(x)?.t(&col)?, g);
+    ctx_of(x)?.launch(F, "im2col", grid_1d(col.numel()), args)?;
+    Ok(col)
+}
+
+fn permute(kernel: &str, g: &ConvGeom, src: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let dst = Tensor::zeros(shape, src.device())?;
+    let args = Args::new().t(src)?.t(&dst)?.i(g.o).i(g.b).i(g.p());
+    ctx_of(src)?.launch(F, kernel, grid_1d(dst.numel()), args)?;
+    Ok(dst)
+}
+
 impl ConvOps for CudaBackend {
-    fn conv2d_forward(_g: &ConvGeom, x: &Tensor, _w: WeightRef) -> Result<Tensor> {
-        Err(unsupported("conv2d_forward", x.device()))
+    fn conv2d_forward(g: &ConvGeom, x: &Tensor, w: WeightRef) -> Result<Tensor> {
+        let wd = dense_weight(w)?;
+        let col = im2col(g, x)?;
+        let bp = g.b * g.p();
+        let yt = Tensor::zeros(&[g.o, bp], x.device())?;
+        raw_gemm(
+            g.o,
+            bp,
+            g.ckk(),
+            1.0,
+            wd.get(),
+            false,
+            &col,
+            false,
+            0.0,
+            &yt,
+        )?;
+        permute("obp_to_bop", g, &yt, &g.out_shape())
     }
+
     fn conv2d_backward(
-        _g: &ConvGeom,
-        _dy: &Tensor,
+        g: &ConvGeom,
+        dy: &Tensor,
         x: &Tensor,
-        _w: WeightRef,
-        _need_dx: bool,
-        _wgrad: WeightGrad,
+        w: WeightRef,
+        need_dx: bool,
+        wgrad: WeightGrad,
     ) -> Result<ConvGrads> {
-        Err(unsupported("conv2d_backward", x.device()))
+        let bp = g.b * g.p();
+        let dev = x.device();
+        let dyt = permute("bop_to_obp", g, dy, &[g.o, bp])?;
+        let col = im2col(g, x)?;
+        let dw = Tensor::zeros(w.shape(), dev)?;
+        raw_gemm(g.o, g.ckk(), bp, 1.0, &dyt, false, &col, true, 0.0, &dw)?;
+        if let WeightGrad::AtMask(m) = wgrad {
+            mask_into(&dw, m, &dw)?;
+        }
+        let dx = if need_dx {
+            drop(col);
+            let wd = dense_weight(w)?;
+            let dcol = Tensor::zeros(&[g.ckk(), bp], dev)?;
+            raw_gemm(
+                g.ckk(),
+                bp,
+                g.o,
+                1.0,
+                wd.get(),
+                true,
+                &dyt,
+                false,
+                0.0,
+                &dcol,
+            )?;
+            let dx = Tensor::zeros(&[g.b, g.c, g.h, g.w], dev)?;
+            let args = geom_args(Args::new().t(&dcol)?.t(&dx)?, g);
+            ctx_of(x)?.launch(F, "col2im", grid_1d(dx.numel()), args)?;
+            Some(dx)
+        } else {
+            None
+        };
+        Ok(ConvGrads { dx, dw })
     }
 }

@@ -1,7 +1,7 @@
 //! Dense GEMM: `C = alpha · op(A) · op(B) + beta · C` with optional transposes.
 
 pub(crate) mod cpu;
-mod cuda;
+pub(crate) mod cuda;
 
 use crate::dispatch;
 use crate::error::{shape_err, Result};

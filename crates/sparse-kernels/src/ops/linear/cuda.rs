@@ -1,30 +1,68 @@
-//! Linear layers on CUDA: not implemented yet (the CUDA backend issue adds cuBLAS and
-//! masked-GEMM paths here).
+//! Linear layers on CUDA: cuBLAS products (masked weights materialised as `W ⊙ M`), the
+//! at-mask weight gradient masked after the product, bias and its gradient in
+//! `kernels/linear.cu`.
 
 use super::{LinearGrads, LinearOps};
-use crate::backend::{unsupported, CudaBackend};
+use crate::backend::gpu::launch::{ctx_of, grid_1d, Args};
+use crate::backend::gpu::Family;
+use crate::backend::CudaBackend;
 use crate::error::Result;
+use crate::ops::gemm::cuda::raw_gemm;
+use crate::ops::sparse::cuda::{dense_weight, mask_into};
 use crate::ops::sparse::{WeightGrad, WeightRef};
 use crate::tensor::Tensor;
 
+const F: Family = Family::Linear;
+
 impl LinearOps for CudaBackend {
     fn linear_forward(
-        _d: (usize, usize, usize),
+        (b, i, o): (usize, usize, usize),
         x: &Tensor,
-        _w: WeightRef,
-        _b: Option<&Tensor>,
+        w: WeightRef,
+        bias: Option<&Tensor>,
     ) -> Result<Tensor> {
-        Err(unsupported("linear_forward", x.device()))
+        let wd = dense_weight(w)?;
+        let y = Tensor::zeros(&[b, o], x.device())?;
+        raw_gemm(b, o, i, 1.0, x, false, wd.get(), true, 0.0, &y)?;
+        if let Some(bias) = bias {
+            let n = b * o;
+            let args = Args::new().t(&y)?.t(bias)?.i(o).i(n);
+            ctx_of(x)?.launch(F, "add_bias_rows", grid_1d(n), args)?;
+        }
+        Ok(y)
     }
+
     fn linear_backward(
-        _d: (usize, usize, usize),
-        _dy: &Tensor,
+        (b, i, o): (usize, usize, usize),
+        dy: &Tensor,
         x: &Tensor,
-        _w: WeightRef,
-        _hb: bool,
-        _nd: bool,
-        _wg: WeightGrad,
+        w: WeightRef,
+        has_bias: bool,
+        need_dx: bool,
+        wgrad: WeightGrad,
     ) -> Result<LinearGrads> {
-        Err(unsupported("linear_backward", x.device()))
+        let dev = x.device();
+        let dw = Tensor::zeros(w.shape(), dev)?;
+        raw_gemm(o, i, b, 1.0, dy, true, x, false, 0.0, &dw)?;
+        if let WeightGrad::AtMask(m) = wgrad {
+            mask_into(&dw, m, &dw)?;
+        }
+        let dx = if need_dx {
+            let wd = dense_weight(w)?;
+            let dx = Tensor::zeros(&[b, i], dev)?;
+            raw_gemm(b, i, o, 1.0, dy, false, wd.get(), false, 0.0, &dx)?;
+            Some(dx)
+        } else {
+            None
+        };
+        let db = if has_bias {
+            let db = Tensor::zeros(&[o], dev)?;
+            let args = Args::new().t(dy)?.i(b).i(o).t(&db)?;
+            ctx_of(dy)?.launch(F, "col_sums", grid_1d(o), args)?;
+            Some(db)
+        } else {
+            None
+        };
+        Ok(LinearGrads { dx, dw, db })
     }
 }

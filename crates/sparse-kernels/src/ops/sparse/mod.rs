@@ -10,7 +10,7 @@
 
 mod blocked;
 pub(crate) mod cpu;
-mod cuda;
+pub(crate) mod cuda;
 mod spmm_simd;
 pub(crate) mod weight;
 

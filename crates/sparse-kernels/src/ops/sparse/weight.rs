@@ -9,7 +9,6 @@ use sparse_core::{matrix_view, Csr, Mask};
 use super::blocked::BlockedCsr;
 use super::check_mask;
 use super::cpu;
-use crate::backend::unsupported;
 use crate::device::Device;
 use crate::error::{shape_err, Result};
 use crate::mask::DeviceMask;
@@ -18,8 +17,12 @@ use crate::tensor::Tensor;
 /// A sparse weight ready for execution: CSR, its transpose, and the maps that refresh both
 /// from the dense master weight in O(nnz) after each optimizer step. On AVX-512 machines the
 /// first SpMM with either form also builds a cache-blocked copy of it (where the density
-/// makes that faster), refreshed with the rest from then on. CPU only for now: on other
-/// devices [`SparseWeight::new`] reports the op as unsupported.
+/// makes that faster), refreshed with the rest from then on.
+///
+/// The structure is built on the host. For a weight on a CUDA device the values are read
+/// back from the device on build and refresh, and the CUDA kernels run the CSR through
+/// plain row kernels: correct, not fast (the GPU sparse formats are the sparse-kernels
+/// issue's; the trainer executes weights densely on CUDA until then).
 #[derive(Debug, Clone)]
 pub struct SparseWeight {
     csr: Csr,
@@ -32,17 +35,19 @@ pub struct SparseWeight {
     perm_t: Vec<u32>,
     /// The mask version the structure was built from.
     mask_version: u64,
+    /// The device of the dense weight.
+    device: Device,
 }
 
 impl SparseWeight {
     /// Builds from a dense weight and its mask (the structure is the mask).
     pub fn new(w: &Tensor, mask: &DeviceMask) -> Result<Self> {
         check_mask("sparse weight", w, mask)?;
-        if w.device() != Device::Cpu {
-            return Err(unsupported("sparse weight", w.device()));
-        }
         let m = mask.mask();
-        let csr = Csr::from_dense_masked(w.cpu_data()?, m)?;
+        let csr = match w.device() {
+            Device::Cpu => Csr::from_dense_masked(w.cpu_data()?, m)?,
+            _ => Csr::from_dense_masked(&w.to_host()?, m)?,
+        };
         let flat: Vec<u32> = m.iter_ones().map(|i| i as u32).collect();
         let (csr_t, perm_t) = cpu::transpose_with_perm(&csr);
         Ok(SparseWeight {
@@ -53,6 +58,7 @@ impl SparseWeight {
             flat,
             perm_t,
             mask_version: mask.version(),
+            device: w.device(),
         })
     }
 
@@ -61,9 +67,9 @@ impl SparseWeight {
         self.mask_version
     }
 
-    /// The device (the CPU).
+    /// The device of the weight it was built from.
     pub fn device(&self) -> Device {
-        Device::Cpu
+        self.device
     }
 
     /// Copies the current values of the dense weight into both CSR forms (structure fixed).
@@ -74,7 +80,21 @@ impl SparseWeight {
                 format!("weight {:?} vs structure {:?}", w.shape(), self.csr.shape()),
             );
         }
-        let src = w.cpu_data()?;
+        if w.device() != self.device {
+            return Err(crate::error::KernelError::DeviceMismatch {
+                op: "sparse weight refresh",
+                a: self.device,
+                b: w.device(),
+            });
+        }
+        let host;
+        let src = match w.device() {
+            Device::Cpu => w.cpu_data()?,
+            _ => {
+                host = w.to_host()?;
+                &host
+            }
+        };
         let vals = self.csr.values_mut();
         for (v, &f) in vals.iter_mut().zip(&self.flat) {
             *v = src[f as usize];
