@@ -53,6 +53,7 @@ pub mod mask;
 pub mod nvrtc;
 pub mod ops;
 pub mod policy;
+pub mod selftest;
 pub mod tensor;
 #[cfg(test)]
 mod test_util;

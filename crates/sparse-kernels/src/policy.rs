@@ -30,6 +30,14 @@ impl Default for ExecPolicy {
 }
 
 impl ExecPolicy {
+    /// Never sparse: every weight runs as a dense (or masked dense) product.
+    pub fn dense_only() -> Self {
+        ExecPolicy {
+            conv_sparse_below: 0.0,
+            linear_sparse_below: 0.0,
+        }
+    }
+
     /// Mode for a convolution at `density`.
     pub fn conv(&self, density: f64) -> ExecMode {
         if density < self.conv_sparse_below {

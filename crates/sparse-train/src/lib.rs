@@ -15,6 +15,7 @@ pub mod model;
 pub mod plots;
 pub mod report;
 pub mod run;
+pub mod selftest;
 pub mod trainer;
 
 pub use sparse_algos as algos;

@@ -1,4 +1,4 @@
-//! `sparse-train`: train, evaluate, export and list.
+//! `sparse-train`: train, evaluate, export, compare, list and selftest.
 
 use std::path::PathBuf;
 
@@ -60,6 +60,13 @@ enum Cmd {
     },
     /// List models, methods and presets with their defaults.
     List,
+    /// Check a CUDA device: every op against the CPU backend (max relative error per op),
+    /// then short training runs whose per-step losses must match the CPU's.
+    Selftest {
+        /// The device to check: cuda (GPU 0) or cuda-emulated.
+        #[arg(long, default_value = "cuda")]
+        device: String,
+    },
 }
 
 #[derive(Args, Default)]
@@ -130,7 +137,7 @@ struct TrainArgs {
     /// Seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// Device: cpu, cuda or auto.
+    /// Device: cpu, cuda (GPU 0), cuda-emulated (the CUDA kernels run on the host: slow, for checking without a GPU) or auto.
     #[arg(long)]
     device: Option<String>,
     /// Rayon threads.
@@ -368,6 +375,7 @@ fn main() {
             );
             Ok(())
         })(),
+        Cmd::Selftest { device } => sparse_train::selftest::run(&device),
         Cmd::List => {
             println!("models:");
             for (n, d) in sparse_train::model::MODELS {

@@ -11,6 +11,26 @@ use super::Trainer;
 use crate::report::EpochMetrics;
 
 impl Trainer {
+    /// Runs the next `n` optimizer steps (or fewer, at the end of the run) and returns each
+    /// step's training loss. No epoch hooks, evaluation or output: this is the primitive
+    /// `selftest` and the cross-device tests compare devices with.
+    pub fn step_losses(&mut self, n: usize) -> Result<Vec<f64>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n && self.step < self.total_steps {
+            let from = (self.step % self.steps_per_epoch) as usize;
+            let todo = (self.steps_per_epoch as usize - from)
+                .min(n - out.len())
+                .min((self.total_steps - self.step) as usize);
+            let rx = self
+                .train_loader
+                .epoch(self.step / self.steps_per_epoch, from);
+            for b in rx.into_iter().take(todo) {
+                out.push(self.train_step(b?)?.0);
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs one epoch (or what is left of it within the run); returns its metrics.
     pub fn run_epoch(&mut self) -> Result<EpochMetrics> {
         let start = Instant::now();

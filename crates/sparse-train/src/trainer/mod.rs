@@ -264,9 +264,15 @@ impl Trainer {
             keeps_dense_values: self.method.keeps_dense_values(),
             force_dense: false,
             freeze_running_stats: false,
-            policy: ExecPolicy {
-                conv_sparse_below: self.cfg.conv_sparse_below,
-                linear_sparse_below: self.cfg.linear_sparse_below,
+            policy: if self.device.is_cuda() {
+                // CUDA runs every weight as a (masked) dense GEMM until the sparse kernels
+                // land; its SparseWeight path is a correctness fallback, not a speed-up.
+                ExecPolicy::dense_only()
+            } else {
+                ExecPolicy {
+                    conv_sparse_below: self.cfg.conv_sparse_below,
+                    linear_sparse_below: self.cfg.linear_sparse_below,
+                }
             },
         }
     }
