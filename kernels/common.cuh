@@ -6,7 +6,7 @@
 //
 // Reductions that feed results are deterministic: a fixed tree in shared memory or a fixed
 // warp butterfly, never atomics whose order could change a sum.
-#pragma once
+
 
 typedef long long i64;
 typedef unsigned long long u64;
@@ -27,7 +27,7 @@ template <class T>
 __device__ T block_sum(T v, T* sh) {
   sh[threadIdx.x] = v;
   __syncthreads();
-  for (int s = BLOCK / 2; s > 0; s >>= 1) {
+  for (unsigned s = BLOCK / 2; s > 0; s >>= 1) {
     if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
     __syncthreads();
   }
@@ -41,7 +41,7 @@ template <class T>
 __device__ T block_max(T v, T* sh) {
   sh[threadIdx.x] = v;
   __syncthreads();
-  for (int s = BLOCK / 2; s > 0; s >>= 1) {
+  for (unsigned s = BLOCK / 2; s > 0; s >>= 1) {
     if (threadIdx.x < s && sh[threadIdx.x + s] > sh[threadIdx.x]) sh[threadIdx.x] = sh[threadIdx.x + s];
     __syncthreads();
   }

@@ -12,7 +12,8 @@
 //
 // It is a correctness tool: it is slow, and it cannot run inline PTX or tensor-core
 // instructions (kernels that use them need a portable twin; see docs/cuda.md).
-#pragma once
+#ifndef SPARSE_CUDA_HOST_H
+#define SPARSE_CUDA_HOST_H
 
 #include <math.h>
 #include <stdint.h>
@@ -431,3 +432,5 @@ T __ldg(const T* p) {
       const emu::LaunchDims* d, void** params) {                           \
     return emu::launch(d, &k, params);                                       \
   }
+
+#endif  // SPARSE_CUDA_HOST_H

@@ -2,6 +2,10 @@
 //!
 //! * `bench [FILTER]`: runs the criterion benchmarks (optionally filtered) and prints a
 //!   summary of the medians from `target/criterion`.
+//! * `kernels`: compiles every `kernels/*.cu` through NVRTC for sm_80 and sm_90 and
+//!   through the host compiler, with registers and spills per kernel.
+//! * `gpu-stage`: the stripped release binary with the `cuda` feature and
+//!   `scripts/gpu-check.sh` in `gpu-stage/`, ready to carry to a GPU machine.
 //! * `ci`: the checks CI runs (fmt, clippy with `-D warnings`, the `cuda` feature build,
 //!   tests).
 
@@ -12,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod grid;
+mod kernels;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +37,16 @@ enum Cmd {
     },
     /// Run the checks CI runs.
     Ci,
+    /// Build the release `sparse-train` with the `cuda` feature, strip it and stage it with
+    /// scripts/gpu-check.sh in gpu-stage/ (for a GPU machine without a Rust toolchain).
+    GpuStage,
+    /// Compile every kernels/*.cu through NVRTC (no GPU needed) and the host compiler;
+    /// print registers and spills per kernel; fail on any error.
+    Kernels {
+        /// Target architectures.
+        #[arg(long, value_delimiter = ',', default_value = "sm_80,sm_90")]
+        arch: Vec<String>,
+    },
     /// Every method on LeNet-300-100 (90/95/98%, several seeds), then docs/results.md.
     Grid {
         /// `mnist`, `fashion-mnist` or `all`.
@@ -61,6 +76,8 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Bench { filter } => bench(filter.as_deref()),
         Cmd::Ci => ci(),
+        Cmd::Kernels { arch } => kernels::kernels(&arch),
+        Cmd::GpuStage => gpu_stage(),
         Cmd::Grid {
             which,
             seeds,
@@ -79,6 +96,43 @@ fn main() -> Result<()> {
             results: root().join(results),
         }),
     }
+}
+
+/// `cargo xtask gpu-stage`: `gpu-stage/{sparse-train, gpu-check.sh}`.
+fn gpu_stage() -> Result<()> {
+    let root = root();
+    run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "sparse-train",
+        "--features",
+        "cuda",
+    ]))?;
+    let stage = root.join("gpu-stage");
+    std::fs::create_dir_all(&stage)?;
+    let bin = stage.join("sparse-train");
+    std::fs::copy(root.join("target/release/sparse-train"), &bin)?;
+    run(Command::new("strip").arg(&bin))?;
+    std::fs::copy(
+        root.join("scripts/gpu-check.sh"),
+        stage.join("gpu-check.sh"),
+    )?;
+    let size = std::fs::metadata(&bin)?.len();
+    println!(
+        "staged {} ({:.1} MiB) and gpu-check.sh; on the GPU machine: bash gpu-stage/gpu-check.sh",
+        bin.display(),
+        size as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
 }
 
 fn root() -> PathBuf {
@@ -121,6 +175,7 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    kernels::kernels(&["sm_80".into(), "sm_90".into()])?;
     cargo(&["test", "--workspace"])
 }
 

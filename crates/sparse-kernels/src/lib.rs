@@ -49,6 +49,7 @@ pub(crate) mod simd;
 pub mod backend;
 pub mod device;
 pub mod error;
+pub mod libsearch;
 pub mod mask;
 pub mod nvrtc;
 pub mod ops;

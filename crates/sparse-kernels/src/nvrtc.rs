@@ -4,21 +4,16 @@
 //! the loader's search path. CUDA 13 ships `libnvrtc.so.13`, and the PyPI wheels
 //! (`nvidia-cuda-nvrtc-cu12`, or `nvidia-cuda-nvrtc` for CUDA 13) put `libnvrtc.so.12` /
 //! `.so.13` inside Python's `site-packages`, off that path. This module therefore finds the
-//! library itself, in this order, and calls its C API (stable across CUDA 12 and 13):
-//!
-//! 1. `SPARSE_NVRTC`: the library file, or the folder that holds it;
-//! 2. the loader's search path: `libnvrtc.so.13`, `libnvrtc.so.12`, `libnvrtc.so`;
-//! 3. `$CUDA_HOME`, `$CUDA_PATH` and `/usr/local/cuda` (`lib64`, `targets/*/lib`);
-//! 4. the `site-packages` of `$VIRTUAL_ENV` and of `python3` (`nvidia/cuda_nvrtc/lib`,
-//!    `nvidia/cu13/lib`).
+//! library itself ([`crate::libsearch`]: `SPARSE_NVRTC`, sonames, the toolkit folders, the
+//! wheels) and calls its C API, which is the same in CUDA 11, 12 and 13.
 //!
 //! NVRTC needs no GPU: `cargo xtask kernels` uses this on machines without one.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::error::{KernelError, Result};
+use crate::libsearch::{self, LibSpec};
 
 /// The environment variable naming the NVRTC library or its folder.
 pub const NVRTC_ENV: &str = "SPARSE_NVRTC";
@@ -64,68 +59,12 @@ fn unavailable(msg: String) -> KernelError {
     KernelError::DeviceUnavailable(msg)
 }
 
-/// Where this module looks for NVRTC, in order (see the module docs).
-pub fn candidates() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(p) = std::env::var_os(NVRTC_ENV) {
-        let p = PathBuf::from(p);
-        if p.is_dir() {
-            out.extend(names().iter().map(|n| p.join(n)));
-        } else {
-            out.push(p);
-        }
-    }
-    out.extend(names().iter().map(PathBuf::from));
-    let mut roots: Vec<PathBuf> = ["CUDA_HOME", "CUDA_PATH"]
-        .iter()
-        .filter_map(|v| std::env::var_os(v).map(PathBuf::from))
-        .collect();
-    roots.push("/usr/local/cuda".into());
-    for r in roots {
-        for sub in [
-            "lib64",
-            "lib",
-            "targets/x86_64-linux/lib",
-            "targets/sbsa-linux/lib",
-        ] {
-            out.extend(names().iter().map(|n| r.join(sub).join(n)));
-        }
-    }
-    for sp in site_packages() {
-        for sub in ["nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"] {
-            out.extend(names().iter().map(|n| sp.join(sub).join(n)));
-        }
-    }
-    out
-}
-
-fn names() -> [&'static str; 3] {
-    ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]
-}
-
-/// `site-packages` folders of the active virtual environment and of `python3`.
-fn site_packages() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
-        if let Ok(rd) = std::fs::read_dir(Path::new(&venv).join("lib")) {
-            out.extend(rd.flatten().map(|e| e.path().join("site-packages")));
-        }
-    }
-    let script =
-        "import site,sys;print('\\n'.join(site.getsitepackages()+[site.getusersitepackages()]))";
-    if let Ok(o) = std::process::Command::new("python3")
-        .args(["-c", script])
-        .stderr(std::process::Stdio::null())
-        .output()
-    {
-        out.extend(
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(|l| PathBuf::from(l.trim())),
-        );
-    }
-    out
-}
+/// How NVRTC is found (see [`crate::libsearch`]).
+pub const SPEC: LibSpec = LibSpec {
+    env: NVRTC_ENV,
+    names: &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"],
+    wheel_dirs: &["nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"],
+};
 
 /// The process-wide NVRTC, loaded on first use; a clear error naming every place searched
 /// when it is not found.
@@ -137,19 +76,14 @@ pub fn nvrtc() -> Result<&'static Nvrtc> {
 }
 
 fn load() -> std::result::Result<Nvrtc, String> {
-    let tried = candidates();
-    for c in &tried {
-        // SAFETY: loading NVRTC runs only its (trusted) initialisers.
-        if let Ok(lib) = unsafe { libloading::Library::new(c) } {
-            return bind(lib, c.display().to_string()).map_err(|e| format!("{}: {e}", c.display()));
-        }
-    }
-    let shown: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
-    Err(format!(
-        "NVRTC not found (set {NVRTC_ENV} to libnvrtc.so.* or its folder, or `pip install \
-         nvidia-cuda-nvrtc-cu12`); tried: {}",
-        shown.join(", ")
-    ))
+    let (lib, path) = libsearch::open(&SPEC, |_| {}).map_err(|tried| {
+        format!(
+            "NVRTC not found (set {NVRTC_ENV} to libnvrtc.so.* or its folder, or `pip install \
+             nvidia-cuda-nvrtc-cu12`); {tried}"
+        )
+    })?;
+    let shown = path.display().to_string();
+    bind(lib, shown.clone()).map_err(|e| format!("{shown}: {e}"))
 }
 
 fn bind(lib: libloading::Library, path: String) -> std::result::Result<Nvrtc, libloading::Error> {

@@ -1,6 +1,6 @@
 //! The CUDA driver runtime: cudarc 0.19 with libcuda loaded at run time (no toolkit needed to
 //! build), one stream per device, kernels compiled by NVRTC ([`crate::nvrtc`]) for the
-//! device's own compute capability on first use, and cuBLAS for GEMM.
+//! device's own compute capability on first use, and cuBLAS for GEMM ([`super::cublas`]).
 //!
 //! Verified only on a GPU: CI has none, so this file is compiled and linted there, and the
 //! code above it runs on the emulated device (see docs/cuda.md).
@@ -9,11 +9,10 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
-use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::CudaBlas;
 use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 
+use super::cublas::Cublas;
 use super::runtime::{DevPtr, GemmCall, LaunchDims, Runtime};
 use super::sources::Family;
 use crate::error::{KernelError, Result};
@@ -29,7 +28,7 @@ type Loaded = (Arc<CudaModule>, HashMap<String, CudaFunction>);
 pub struct DriverRuntime {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    blas: CudaBlas,
+    blas: Cublas,
     arch: (i32, i32),
     name: String,
     modules: Mutex<HashMap<Family, Loaded>>,
@@ -62,7 +61,7 @@ impl DriverRuntime {
             .map_err(|e| KernelError::DeviceUnavailable(format!("CUDA device {ordinal}: {e:?}")))?;
         crate::nvrtc::nvrtc()?;
         let stream = ctx.default_stream();
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| driver_err("cuBLAS", e))?;
+        let blas = Cublas::new(stream.cu_stream() as *mut std::ffi::c_void)?;
         let arch = ctx
             .compute_capability()
             .map_err(|e| driver_err("compute capability", e))?;
@@ -91,12 +90,8 @@ impl DriverRuntime {
     }
 
     fn load(&self, family: Family) -> Result<Loaded> {
-        let arch = format!("--gpu-architecture=compute_{}{}", self.arch.0, self.arch.1);
-        let out = crate::nvrtc::nvrtc()?.compile(
-            &family.source(),
-            family.file(),
-            &[arch, "--std=c++17".into()],
-        )?;
+        let opts = super::sources::nvrtc_options(self.arch);
+        let out = crate::nvrtc::nvrtc()?.compile(&family.source(), family.file(), &opts)?;
         let ptx = out.ptx.ok_or_else(|| {
             KernelError::Backend(format!("NVRTC gave no PTX for {}", family.file()))
         })?;
@@ -123,7 +118,22 @@ impl DriverRuntime {
 
 impl Runtime for DriverRuntime {
     fn describe(&self) -> String {
-        format!("{}, sm_{}{}", self.name, self.arch.0, self.arch.1)
+        let nvrtc = match crate::nvrtc::nvrtc() {
+            Ok(n) => format!(
+                "NVRTC {}.{} from {}",
+                n.version().0,
+                n.version().1,
+                n.path()
+            ),
+            Err(e) => e.to_string(),
+        };
+        format!(
+            "{}, sm_{}{}, {nvrtc}, {}",
+            self.name,
+            self.arch.0,
+            self.arch.1,
+            self.blas.describe()
+        )
     }
 
     fn alloc_zeroed(&self, bytes: usize) -> Result<DevPtr> {
@@ -197,31 +207,10 @@ impl Runtime for DriverRuntime {
     unsafe fn gemm(&self, g: &GemmCall) -> Result<()> {
         self.bind()?;
         // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands.
-        let op = |t: bool| {
-            if t {
-                cublasOperation_t::CUBLAS_OP_T
-            } else {
-                cublasOperation_t::CUBLAS_OP_N
-            }
-        };
         let lda = if g.ta { g.m } else { g.k };
         let ldb = if g.tb { g.k } else { g.n };
-        cudarc::cublas::result::sgemm(
-            *self.blas.handle(),
-            op(g.tb),
-            op(g.ta),
-            g.n as i32,
-            g.m as i32,
-            g.k as i32,
-            &g.alpha,
-            g.b as *const f32,
-            ldb.max(1) as i32,
-            g.a as *const f32,
-            lda.max(1) as i32,
-            &g.beta,
-            g.c as *mut f32,
-            g.n.max(1) as i32,
+        self.blas.sgemm(
+            g.tb, g.ta, g.n, g.m, g.k, g.alpha, g.b, ldb, g.a, lda, g.beta, g.c, g.n,
         )
-        .map_err(|e| driver_err("cuBLAS SGEMM", e))
     }
 }

@@ -6,6 +6,8 @@
 //! the same kernels through the host launcher, on any machine with a C++ compiler.
 
 #[cfg(feature = "cuda")]
+mod cublas;
+#[cfg(feature = "cuda")]
 mod driver;
 #[cfg(not(feature = "cuda"))]
 #[path = "driver_dummy.rs"]

@@ -95,6 +95,15 @@ impl Family {
     }
 }
 
+/// The NVRTC options the driver runtime compiles with for compute capability `cc`: PTX for
+/// the device's own virtual architecture (the driver JIT-compiles it on load).
+pub fn nvrtc_options(cc: (i32, i32)) -> Vec<String> {
+    vec![
+        format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
+        "--std=c++17".into(),
+    ]
+}
+
 /// Names of the `__global__ void name(` definitions in `src`.
 pub fn kernel_names(src: &str) -> Vec<String> {
     let mut out = Vec::new();
