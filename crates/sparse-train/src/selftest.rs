@@ -14,18 +14,23 @@ use crate::trainer::Trainer;
 pub const LOSS_TOLERANCE: f64 = 1e-4;
 
 /// Per-step losses of a short synthetic run of `model` / `method` (90% sparse, ΔT scaled
-/// to the run) on `device`, and the number of mask updates it made.
+/// to the run; `method+agc` adds AGC) on `device`, and the number of mask updates it made.
 pub fn step_losses(
     model: &str,
     method: &str,
     device: &str,
     steps: u64,
 ) -> Result<(Vec<f64>, usize)> {
+    let (method, agc) = match method.strip_suffix("+agc") {
+        Some(m) => (m, true),
+        None => (method, false),
+    };
     let cfg = TrainConfig {
         model: model.into(),
         width_mult: 0.25,
         data: DataKind::Synthetic,
         method: method.into(),
+        agc,
         sparsity: 0.9,
         steps: Some(steps),
         batch_size: 16,
