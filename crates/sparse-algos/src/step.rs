@@ -12,6 +12,7 @@
 
 use sparse_core::Mask;
 use sparse_kernels::ops::optim::{sgd_step, MaskPolicy, SgdConfig};
+use sparse_kernels::profile::{self, Phase};
 use sparse_kernels::Tensor;
 
 use crate::error::{AlgoError, Result};
@@ -53,10 +54,14 @@ pub fn apply_step(
             )));
         }
     }
-    method.on_gradients(t, &mut layer_views(params))?;
+    let _layer = profile::layer("(all layers)");
+    profile::time(Phase::MaskUpdate, || {
+        method.on_gradients(t, &mut layer_views(params))
+    })?;
     if !method.skip_optimizer_step(t) {
         let dense_values = method.keeps_dense_values();
         for (i, p) in params.iter_mut().enumerate() {
+            let _layer = profile::layer(&p.name);
             let Param {
                 value,
                 grad,
@@ -79,15 +84,21 @@ pub fn apply_step(
                 (Some(m), false) => MaskPolicy::Weights(m),
                 (Some(m), true) => MaskPolicy::Gradient(m),
             };
-            sgd_step(value, g, momentum, policy, sgd)?;
+            profile::time(Phase::Optimizer, || {
+                sgd_step(value, g, momentum, policy, sgd)
+            })?;
         }
     }
     let report = if method.is_update_step(t) {
-        Some(method.update(t, &mut layer_views(params))?)
+        Some(profile::time(Phase::MaskUpdate, || {
+            method.update(t, &mut layer_views(params))
+        })?)
     } else {
         None
     };
-    method.on_step_end(t, &mut layer_views(params))?;
+    profile::time(Phase::MaskUpdate, || {
+        method.on_step_end(t, &mut layer_views(params))
+    })?;
     Ok(report)
 }
 
@@ -97,7 +108,10 @@ pub fn epoch_start(
     t: &StepInfo,
     params: &mut [&mut Param],
 ) -> Result<Option<UpdateReport>> {
-    method.on_epoch_start(t, &mut layer_views(params))
+    let _layer = profile::layer("(all layers)");
+    profile::time(Phase::MaskUpdate, || {
+        method.on_epoch_start(t, &mut layer_views(params))
+    })
 }
 
 /// The ever-active ("fired") positions of each masked layer: ITOP's `R_s` and DST-EE's

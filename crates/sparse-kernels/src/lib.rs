@@ -54,6 +54,7 @@ pub mod mask;
 pub mod nvrtc;
 pub mod ops;
 pub mod policy;
+pub mod profile;
 pub mod selftest;
 pub mod tensor;
 #[cfg(test)]

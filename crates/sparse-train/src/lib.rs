@@ -13,6 +13,7 @@ pub mod fs;
 pub mod fuzzing;
 pub mod model;
 pub mod plots;
+pub mod profile;
 pub mod report;
 pub mod run;
 pub mod selftest;

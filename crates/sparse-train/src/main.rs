@@ -143,6 +143,11 @@ struct TrainArgs {
     /// Rayon threads.
     #[arg(long)]
     threads: Option<usize>,
+    /// After the run, print (and write to DIR/profile.md) the time per step by layer and
+    /// phase: forward, input and weight gradients, BN/ReLU/pool, loss, optimizer, mask
+    /// update, data, evaluation. Timing only: results are unchanged.
+    #[arg(long)]
+    profile: bool,
     /// Output directory (config, metrics, summary, plots, checkpoints).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -333,7 +338,18 @@ fn train(a: TrainArgs) -> Result<()> {
         trainer.steps_per_epoch(),
         rayon::current_num_threads()
     );
+    sparse_kernels::profile::set_enabled(a.profile);
+    let (first_step, start) = (trainer.step, std::time::Instant::now());
     let s = sparse_train::run::train(&mut trainer, out.as_ref())?;
+    if a.profile {
+        let rows = sparse_kernels::profile::take();
+        let steps = trainer.step - first_step;
+        let t = sparse_train::profile::table(&rows, steps, start.elapsed().as_secs_f64());
+        eprintln!("\n{t}");
+        if let Some(r) = &out {
+            sparse_train::fs::atomic_write(&r.dir().join("profile.md"), t.as_bytes())?;
+        }
+    }
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

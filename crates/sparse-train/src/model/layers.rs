@@ -12,6 +12,7 @@ use sparse_kernels::ops::pool::{
     avg_pool, avg_pool_backward, global_avg_pool, global_avg_pool_backward, max_pool2x2,
     max_pool2x2_backward,
 };
+use sparse_kernels::profile::{self, Phase};
 use sparse_kernels::{Device, ExecMode, ExecPolicy, IndexTensor, Tensor, WeightGrad, WeightRef};
 
 /// How a parameter executes in a pass: dense, masked (`W ⊙ M` with dense stored values)
@@ -169,8 +170,35 @@ impl Node {
         })
     }
 
+    /// The row of `--profile`'s table this node's time goes to.
+    fn profile_name(&self) -> &str {
+        match self {
+            Node::Conv(c) => &c.w.name,
+            Node::Linear(l) => &l.w.name,
+            Node::Bn(b) => &b.gamma.name,
+            Node::Relu(_) => "relu",
+            Node::MaxPool(_) => "max pool",
+            Node::AvgPool(..) => "avg pool",
+            Node::GlobalAvg(_) => "global avg pool",
+            Node::Flatten(_) => "flatten",
+            Node::Residual(_) => "residual add",
+        }
+    }
+
     /// Forward.
     pub fn forward(&mut self, x: Tensor, ctx: &ExecCtx) -> Result<Tensor> {
+        if !profile::enabled() {
+            return self.forward_inner(x, ctx);
+        }
+        let _layer = profile::layer(self.profile_name());
+        let phase = match self {
+            Node::Conv(_) | Node::Linear(_) => Phase::Forward,
+            _ => Phase::Elementwise,
+        };
+        profile::time(phase, || self.forward_inner(x, ctx))
+    }
+
+    fn forward_inner(&mut self, x: Tensor, ctx: &ExecCtx) -> Result<Tensor> {
         Ok(match self {
             Node::Conv(c) => {
                 prepare(&mut c.w, ctx, true)?;
@@ -259,6 +287,19 @@ impl Node {
     /// Backward: accumulates (overwrites) parameter gradients and returns `∂L/∂x` (an empty
     /// tensor when `need_dx` is false).
     pub fn backward(&mut self, dy: Tensor, ctx: &ExecCtx, need_dx: bool) -> Result<Tensor> {
+        if !profile::enabled() {
+            return self.backward_inner(dy, ctx, need_dx);
+        }
+        let _layer = profile::layer(self.profile_name());
+        // Conv and linear ops split their own time into input and weight gradients (CPU).
+        let phase = match self {
+            Node::Conv(_) | Node::Linear(_) => Phase::WeightGrad,
+            _ => Phase::Elementwise,
+        };
+        profile::time(phase, || self.backward_inner(dy, ctx, need_dx))
+    }
+
+    fn backward_inner(&mut self, dy: Tensor, ctx: &ExecCtx, need_dx: bool) -> Result<Tensor> {
         let dev = dy.device();
         let empty = || Tensor::zeros(&[0], dev);
         Ok(match self {

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use sparse_algos::epoch_start;
+use sparse_kernels::profile::{self, Phase};
 
 use super::Trainer;
 use crate::report::EpochMetrics;
@@ -54,7 +55,16 @@ impl Trainer {
             .epoch(self.step / self.steps_per_epoch, from);
         let bar = progress_bar(todo, self.epoch);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        for (i, b) in rx.into_iter().take(todo as usize).enumerate() {
+        let mut batches = rx.into_iter().take(todo as usize).enumerate();
+        loop {
+            let wait = profile::enabled().then(Instant::now);
+            let Some((i, b)) = batches.next() else {
+                break;
+            };
+            if let Some(t0) = wait {
+                let _layer = profile::layer("(data)");
+                profile::record(Phase::Data, t0.elapsed().as_secs_f64());
+            }
             let b = b?;
             let n = b.n;
             let (l, c) = self.train_step(b)?;

@@ -17,6 +17,7 @@ use sparse_algos::{
 use sparse_core::{layer_budget, random_masks, Budget, Distribution, LayerShape};
 use sparse_kernels::ops::loss::{softmax_cross_entropy, topk_correct};
 use sparse_kernels::ops::optim::SgdConfig;
+use sparse_kernels::profile::{self, Phase};
 use sparse_kernels::{Device, DeviceRequest, ExecPolicy, IndexTensor, Tensor};
 
 use crate::config::{LrSchedule, TrainConfig};
@@ -290,8 +291,13 @@ impl Trainer {
         ctx: &ExecCtx,
     ) -> Result<(f64, usize)> {
         let logits = self.model.forward(x, ctx)?;
-        let ce = softmax_cross_entropy(&logits, y, self.cfg.label_smoothing as f32)?;
-        let correct = topk_correct(&logits, y, 1)?;
+        let (ce, correct) = {
+            let _layer = profile::layer("(loss)");
+            profile::time(Phase::Loss, || -> Result<_> {
+                let ce = softmax_cross_entropy(&logits, y, self.cfg.label_smoothing as f32)?;
+                Ok((ce, topk_correct(&logits, y, 1)?))
+            })?
+        };
         self.model.backward(ce.dlogits, ctx)?;
         Ok((ce.loss, correct))
     }
@@ -300,7 +306,10 @@ impl Trainer {
     pub fn train_step(&mut self, b: Batch) -> Result<(f64, usize)> {
         let info = self.info();
         let ctx = self.exec(true, self.method.needs_dense_grad(&info));
-        let (x, y) = self.upload(b)?;
+        let (x, y) = {
+            let _layer = profile::layer("(data)");
+            profile::time(Phase::Data, || self.upload(b))?
+        };
         let (loss, correct, corrected) = if self.agc.is_some() {
             let (l, c) = self.forward_backward(x.clone(), &y, &ctx)?;
             (l, c, Some(self.agc_corrected_grads(x, &y)?))
@@ -354,6 +363,10 @@ impl Trainer {
 
     /// Evaluates on a split: (mean loss, accuracy).
     pub fn evaluate(&mut self, split: &Arc<Dataset>) -> Result<(f64, f64)> {
+        profile::time_whole("(evaluation)", Phase::Eval, || self.evaluate_inner(split))
+    }
+
+    fn evaluate_inner(&mut self, split: &Arc<Dataset>) -> Result<(f64, f64)> {
         let loader = Loader::eval(&self.data, split.clone(), 256);
         let ctx = self.exec(false, false);
         let (mut loss, mut correct) = (0f64, 0usize);

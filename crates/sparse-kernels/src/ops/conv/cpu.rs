@@ -1,6 +1,8 @@
 //! CPU convolution: grouped im2col + GEMM / SpMM, col2im, SDDMM weight gradient.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use rayon::prelude::*;
 
@@ -10,6 +12,7 @@ use sparse_core::Mask;
 
 use crate::ops::sparse::cpu as sp;
 use crate::ops::sparse::weight::CpuWeight;
+use crate::profile::{self, Phase};
 
 /// Target number of unfolded columns per image group (bounds scratch memory per task).
 const GROUP_COLS: usize = 1024;
@@ -254,7 +257,7 @@ pub(crate) fn backward(
     wgrad: Option<&Mask>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     if need_dx && flipped_dx_applies(g, w) {
-        let dx = backward_input_flipped(g, dy, w);
+        let dx = profile::time(Phase::InputGrad, || backward_input_flipped(g, dy, w));
         return (Some(dx), backward(g, dy, x, w, false, wgrad).1);
     }
     let (p, o, ckk) = (g.p(), g.o, g.ckk());
@@ -264,7 +267,12 @@ pub(crate) fn backward(
     let mut dx = need_dx.then(|| vec![0f32; g.b * g.c * g.h * g.w]);
     let img = g.c * g.h * g.w;
 
+    // With profiling on, each group's weight-gradient part (unfold, products) and
+    // input-gradient part (dcol, fold) are timed on its worker thread.
+    let (wg_ns, ig_ns) = (AtomicU64::new(0), AtomicU64::new(0));
+    let prof = profile::enabled();
     let group_work = |gi: usize, dxg: Option<&mut [f32]>| -> Vec<f32> {
+        let t0 = prof.then(Instant::now);
         let (b0, gb) = grs[gi];
         let n = gb * p;
         with_scratch((ckk + o) * n, |buf| {
@@ -282,14 +290,20 @@ pub(crate) fn backward(
                 None => sgemm(o, ckk, n, 1.0, dymat, false, col, true, 0.0, &mut dw, !par),
                 Some(m) => sp::sddmm_mask(m, o, ckk, dymat, col, n, &mut dw, !par),
             }
+            let t1 = prof.then(Instant::now);
             if let Some(dxg) = dxg {
                 // Reuse the unfolding buffer for dcol = Wᵀ·dY.
                 w.mul_t(dymat, n, col, !par);
                 col2im(g, col, gb, dxg);
             }
+            if let (Some(t0), Some(t1)) = (t0, t1) {
+                wg_ns.fetch_add((t1 - t0).as_nanos() as u64, Ordering::Relaxed);
+                ig_ns.fetch_add(t1.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
             dw
         })
     };
+    let start = prof.then(Instant::now);
 
     let partials: Vec<Vec<f32>> = match (&mut dx, par) {
         (Some(d), true) => d
@@ -313,6 +327,13 @@ pub(crate) fn backward(
     let mut dw = parts.next().unwrap_or_else(|| vec![0f32; o * ckk]);
     for part in parts {
         dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+    }
+    if let Some(start) = start {
+        let (w, i) = (wg_ns.into_inner() as f64, ig_ns.into_inner() as f64);
+        profile::record_split(
+            start.elapsed().as_secs_f64(),
+            &[(Phase::WeightGrad, w), (Phase::InputGrad, i)],
+        );
     }
     (dx, dw)
 }
@@ -343,11 +364,15 @@ impl super::ConvOps for crate::backend::CpuBackend {
         let cw = w.cpu()?;
         let (dx, dw) = match (w, wgrad.host_mask()) {
             (crate::WeightRef::Sparse(sw), Some(m)) if direct::applies(g) => (
-                need_dx.then(|| direct::backward_input(g, dys, sw)),
-                direct::backward_weight(g, dys, xs, m),
+                need_dx.then(|| {
+                    profile::time(Phase::InputGrad, || direct::backward_input(g, dys, sw))
+                }),
+                profile::time(Phase::WeightGrad, || direct::backward_weight(g, dys, xs, m)),
             ),
             (crate::WeightRef::Sparse(sw), None) if direct::applies(g) => (
-                need_dx.then(|| direct::backward_input(g, dys, sw)),
+                need_dx.then(|| {
+                    profile::time(Phase::InputGrad, || direct::backward_input(g, dys, sw))
+                }),
                 backward(g, dys, xs, &cw, false, None).1,
             ),
             (_, m) => backward(g, dys, xs, &cw, need_dx, m),

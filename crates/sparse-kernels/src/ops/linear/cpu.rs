@@ -10,6 +10,7 @@ use crate::ops::gemm::cpu::sgemm;
 use crate::ops::sparse::cpu as sp;
 use crate::ops::sparse::weight::CpuWeight;
 use crate::ops::sparse::{WeightGrad, WeightRef};
+use crate::profile::{self, Phase};
 use crate::tensor::Tensor;
 
 /// Row-major transpose of an `r x c` matrix.
@@ -68,14 +69,17 @@ impl LinearOps for CpuBackend {
         let cw = w.cpu()?;
         let dyt = transpose(dys, b, o);
         let mut dw = vec![0f32; o * i];
-        match wgrad {
+        profile::time(Phase::WeightGrad, || match wgrad {
             WeightGrad::Dense => sgemm(o, i, b, 1.0, &dyt, false, xs, false, 0.0, &mut dw, true),
             WeightGrad::AtMask(m) => {
                 let xt = transpose(xs, b, i);
                 sp::sddmm_mask(m.mask(), o, i, &dyt, &xt, b, &mut dw, true);
             }
-        }
-        let dx = if need_dx {
+        });
+        let dx = profile::time(Phase::InputGrad, || -> Result<Option<Tensor>> {
+            if !need_dx {
+                return Ok(None);
+            }
             let mut dx = vec![0f32; b * i];
             match cw {
                 CpuWeight::Dense(wt, _) => {
@@ -87,10 +91,8 @@ impl LinearOps for CpuBackend {
                     dx = transpose(&dxt, i, b);
                 }
             }
-            Some(Tensor::from_vec(&[b, i], dx, x.device())?)
-        } else {
-            None
-        };
+            Ok(Some(Tensor::from_vec(&[b, i], dx, x.device())?))
+        })?;
         let db = if has_bias {
             let sums: Vec<f32> = dyt.par_chunks(b.max(1)).map(|r| r.iter().sum()).collect();
             Some(Tensor::from_vec(&[o], sums, x.device())?)
