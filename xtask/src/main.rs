@@ -1,7 +1,8 @@
 //! `cargo xtask <command>`: project automation that needs more than one cargo call.
 //!
 //! * `bench [FILTER]`: runs the criterion benchmarks (optionally filtered) and prints a
-//!   summary of the medians from `target/criterion`.
+//!   summary of the medians from `target/criterion`; `bench --vs-pytorch` compares our
+//!   training step and inference with PyTorch's on the same models.
 //! * `kernels`: compiles every `kernels/*.cu` through NVRTC for sm_80 and sm_90 and
 //!   through the host compiler, with registers and spills per kernel.
 //! * `gpu-stage`: the stripped release binary with the `cuda` feature and
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 mod grid;
 mod kernels;
+mod vs_pytorch;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +36,27 @@ enum Cmd {
     Bench {
         /// Only benchmarks whose name contains this (criterion's filter).
         filter: Option<String>,
+        /// Instead: our training step and inference against PyTorch's, interleaved.
+        #[arg(long)]
+        vs_pytorch: bool,
+        /// Python with torch (else SPARSE_TORCH_PYTHON, $VIRTUAL_ENV, .venv-torch, python3).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Models for --vs-pytorch.
+        #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet18,vgg16")]
+        models: Vec<String>,
+        /// Threads (ours and torch.set_num_threads).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Interleaved rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Timed steps per run.
+        #[arg(long, default_value_t = 6)]
+        steps: usize,
+        /// RigL's sparsity.
+        #[arg(long, default_value_t = 0.9)]
+        sparsity: f64,
     },
     /// Run the checks CI runs.
     Ci,
@@ -74,7 +97,29 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Bench { filter } => bench(filter.as_deref()),
+        Cmd::Bench {
+            filter,
+            vs_pytorch,
+            python,
+            models,
+            threads,
+            rounds,
+            steps,
+            sparsity,
+        } => {
+            if vs_pytorch {
+                vs_pytorch::vs_pytorch(&vs_pytorch::Opts {
+                    python,
+                    models,
+                    threads,
+                    rounds,
+                    steps,
+                    sparsity,
+                })
+            } else {
+                bench(filter.as_deref())
+            }
+        }
         Cmd::Ci => ci(),
         Cmd::Kernels { arch } => kernels::kernels(&arch),
         Cmd::GpuStage => gpu_stage(),

@@ -4,6 +4,7 @@
 //! ([`trainer`]), the run directory ([`run`]), checkpoints and export ([`checkpoint`]), run
 //! outputs ([`report`]) and the `sparse-train` command-line tool (`src/main.rs`).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;

@@ -60,6 +60,40 @@ enum Cmd {
     },
     /// List models, methods and presets with their defaults.
     List,
+    /// Time training steps (or inference passes) of one model on synthetic data; prints
+    /// JSON (used by `cargo xtask bench --vs-pytorch`).
+    BenchStep {
+        /// Model.
+        #[arg(long, default_value = "resnet20")]
+        model: String,
+        /// Method (`dense`, `rigl`, ...).
+        #[arg(long, default_value = "dense")]
+        method: String,
+        /// Target sparsity.
+        #[arg(long, default_value_t = 0.9)]
+        sparsity: f64,
+        /// Batch size.
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        /// Threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Mask-update interval of the timed window.
+        #[arg(long, default_value_t = 5)]
+        update_interval: u64,
+        /// Time inference (evaluation-mode forward) instead of training steps.
+        #[arg(long)]
+        infer: bool,
+        /// Device.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Check a CUDA device: every op against the CPU backend (max relative error per op),
     /// then short training runs whose per-step losses must match the CPU's.
     Selftest {
@@ -389,6 +423,33 @@ fn main() {
                 "wrote {0}/compare.md, {0}/compare_curves.svg, {0}/compare_density.svg",
                 out.display()
             );
+            Ok(())
+        })(),
+        Cmd::BenchStep {
+            model,
+            method,
+            sparsity,
+            batch_size,
+            threads,
+            steps,
+            warmup,
+            update_interval,
+            infer,
+            device,
+        } => (|| {
+            let r = sparse_train::bench::run(&sparse_train::bench::BenchStep {
+                model,
+                method,
+                sparsity,
+                batch: batch_size,
+                threads,
+                steps,
+                warmup,
+                update_interval,
+                infer,
+                device,
+            })?;
+            println!("{}", serde_json::to_string(&r)?);
             Ok(())
         })(),
         Cmd::Selftest { device } => sparse_train::selftest::run(&device),

@@ -4,6 +4,7 @@
 //! [`agc`](self) and the epoch loop in `epoch.rs`; the run directory is [`crate::run`].
 
 mod agc;
+mod bench;
 mod epoch;
 
 use std::path::PathBuf;
