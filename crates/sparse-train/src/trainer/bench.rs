@@ -7,27 +7,43 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::Trainer;
+use crate::data::Batch;
 
 impl Trainer {
-    /// Runs the next `n` training steps; per step, its seconds and whether it updated masks.
-    pub fn timed_steps(&mut self, n: usize) -> Result<Vec<(f64, bool)>> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n && self.step < self.total_steps {
+    /// Feeds the next `n` training batches (fewer at the end of the run) to `f`, in order,
+    /// across epoch boundaries. No epoch hooks, evaluation or output.
+    pub(crate) fn steps_with(
+        &mut self,
+        n: usize,
+        mut f: impl FnMut(&mut Trainer, Batch) -> Result<()>,
+    ) -> Result<()> {
+        let mut done = 0;
+        while done < n && self.step < self.total_steps {
             let from = (self.step % self.steps_per_epoch) as usize;
             let todo = (self.steps_per_epoch as usize - from)
-                .min(n - out.len())
+                .min(n - done)
                 .min((self.total_steps - self.step) as usize);
             let rx = self
                 .train_loader
                 .epoch(self.step / self.steps_per_epoch, from);
             for b in rx.into_iter().take(todo) {
-                let b = b?;
-                let before = self.mask_updates;
-                let t0 = Instant::now();
-                self.train_step(b)?;
-                out.push((t0.elapsed().as_secs_f64(), self.mask_updates > before));
+                f(self, b?)?;
+                done += 1;
             }
         }
+        Ok(())
+    }
+
+    /// Runs the next `n` training steps; per step, its seconds and whether it updated masks.
+    pub fn timed_steps(&mut self, n: usize) -> Result<Vec<(f64, bool)>> {
+        let mut out = Vec::with_capacity(n);
+        self.steps_with(n, |t, b| {
+            let before = t.mask_updates;
+            let t0 = Instant::now();
+            t.train_step(b)?;
+            out.push((t0.elapsed().as_secs_f64(), t.mask_updates > before));
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -17,18 +17,10 @@ impl Trainer {
     /// `selftest` and the cross-device tests compare devices with.
     pub fn step_losses(&mut self, n: usize) -> Result<Vec<f64>> {
         let mut out = Vec::with_capacity(n);
-        while out.len() < n && self.step < self.total_steps {
-            let from = (self.step % self.steps_per_epoch) as usize;
-            let todo = (self.steps_per_epoch as usize - from)
-                .min(n - out.len())
-                .min((self.total_steps - self.step) as usize);
-            let rx = self
-                .train_loader
-                .epoch(self.step / self.steps_per_epoch, from);
-            for b in rx.into_iter().take(todo) {
-                out.push(self.train_step(b?)?.0);
-            }
-        }
+        self.steps_with(n, |t, b| {
+            out.push(t.train_step(b)?.0);
+            Ok(())
+        })?;
         Ok(out)
     }
 
