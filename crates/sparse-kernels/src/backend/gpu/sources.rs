@@ -23,6 +23,8 @@ pub enum Family {
     Sparse,
     /// `mask_update.cu`: scores, bit masks, drop-and-grow scatter, counters.
     MaskUpdate,
+    /// `select.cu`: exact radix select (spec §0.2 ties) and mask word operations.
+    Select,
 }
 
 const COMMON: &str = include_str!("../../../../../kernels/common.cuh");
@@ -31,7 +33,7 @@ pub const HOST_HEADER: &str = include_str!("../../../../../kernels/host/cuda_hos
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Activation,
         Family::Norm,
         Family::Pool,
@@ -41,6 +43,7 @@ impl Family {
         Family::Linear,
         Family::Sparse,
         Family::MaskUpdate,
+        Family::Select,
     ];
 
     /// The file name in `kernels/`.
@@ -55,6 +58,7 @@ impl Family {
             Family::Linear => "linear.cu",
             Family::Sparse => "sparse.cu",
             Family::MaskUpdate => "mask_update.cu",
+            Family::Select => "select.cu",
         }
     }
 
@@ -69,6 +73,7 @@ impl Family {
             Family::Linear => include_str!("../../../../../kernels/linear.cu"),
             Family::Sparse => include_str!("../../../../../kernels/sparse.cu"),
             Family::MaskUpdate => include_str!("../../../../../kernels/mask_update.cu"),
+            Family::Select => include_str!("../../../../../kernels/select.cu"),
         }
     }
 

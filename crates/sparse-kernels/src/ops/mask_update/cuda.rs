@@ -1,12 +1,13 @@
 //! Mask updates on CUDA (`kernels/mask_update.cu`): scores, threshold masks, counters and the
 //! drop-and-grow scatter run on the device. Exact selection (top-k with the spec §0.2 tie
-//! rule) still runs on the host: the scores are copied back and sparse-core selects, so
-//! masks are bit-identical to the CPU's. The GPU radix select is the sparse-kernels issue.
-//! Grown weights draw their normal values on the host from the same ChaCha stream as the
+//! rule) and the whole drop-and-grow run on the device too, through the radix select of
+//! `select_cuda.rs` (`kernels/select.cu`), bit-identical to sparse-core's; only `min_at`
+//! still reads the values back. Grown weights draw their normal values on the host from the same ChaCha stream as the
 //! CPU backend, so both devices grow identical values.
 
 use sparse_core::{standard_normal, stream_rng, DropGrow, Mask, Order};
 
+use super::select_cuda;
 use super::{Exploration, GrowInit, MaskUpdateOps};
 use crate::backend::gpu::launch::{ctx_of, grid_1d, words, Args};
 use crate::backend::gpu::Family;
@@ -105,7 +106,7 @@ impl MaskUpdateOps for CudaBackend {
     }
 
     fn select(scores: &Tensor, k: usize, candidates: Option<&Mask>, order: Order) -> Result<Mask> {
-        <CpuBackend as MaskUpdateOps>::select(&host(scores)?, k, candidates, order)
+        select_cuda::select(scores, k, candidates, order)
     }
 
     fn select_global(
@@ -114,9 +115,7 @@ impl MaskUpdateOps for CudaBackend {
         k: usize,
         order: Order,
     ) -> Result<Vec<Mask>> {
-        let h: Vec<Tensor> = scores.iter().map(|s| host(s)).collect::<Result<_>>()?;
-        let refs: Vec<&Tensor> = h.iter().collect();
-        <CpuBackend as MaskUpdateOps>::select_global(&refs, candidates, k, order)
+        select_cuda::select_global(scores, candidates, k, order)
     }
 
     fn min_at(x: &Tensor, at: &Mask) -> Result<f32> {
@@ -128,7 +127,7 @@ impl MaskUpdateOps for CudaBackend {
     }
 
     fn drop_and_grow(mask: &Mask, drop: &Tensor, grow: &Tensor, n: usize) -> Result<DropGrow> {
-        <CpuBackend as MaskUpdateOps>::drop_and_grow(mask, &host(drop)?, &host(grow)?, n)
+        select_cuda::drop_and_grow(mask, drop, grow, n)
     }
 
     fn apply_drop_grow(

@@ -8,6 +8,7 @@
 
 mod cpu;
 mod cuda;
+mod select_cuda;
 
 use sparse_core::{DropGrow, Mask, Order};
 
@@ -290,4 +291,13 @@ pub fn accumulate_activity(counter: &mut IndexTensor, mask: &DeviceMask) -> Resu
         counter.device(),
         MaskUpdateOps::accumulate_activity(counter, mask)
     )
+}
+
+/// Active entries of a mask, counted where the mask is used: on a CUDA device from its
+/// device words (the per-layer nonzero count the budget check reads), else on the host.
+pub fn mask_nonzero(mask: &DeviceMask) -> Result<usize> {
+    match mask.device_words() {
+        Some(w) => select_cuda::count_words(w),
+        None => Ok(mask.count_ones()),
+    }
 }
