@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,6 +49,12 @@ struct uint3 {
 struct dim3 {
   unsigned x, y, z;
 };
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(8) float2 {
+  float x, y;
+};
 
 namespace emu {
 
@@ -65,6 +72,10 @@ struct Fiber {
   uint3 tid;
   int linear;
   bool done;
+  // What a blocked fiber waits for: 0 nothing, 1 the block barrier, 2 its warp barrier,
+  // leaving generation `wait_gen`. The scheduler resumes it only once that has happened.
+  int wait_kind;
+  unsigned wait_gen;
   char* stack;
 #if !defined(__x86_64__)
   ucontext_t ctx;
@@ -206,6 +217,18 @@ inline void resume(Block& b, Fiber& f) {
 #endif
 }
 
+// Whether a fiber can continue: not blocked, or the barrier it waits at has completed.
+inline bool runnable(const Block& b, const Fiber& f) {
+  switch (f.wait_kind) {
+    case 1:
+      return b.bar_gen != f.wait_gen;
+    case 2:
+      return b.warp_gen[f.linear / 32] != f.wait_gen;
+    default:
+      return true;
+  }
+}
+
 inline void run_block(Block& b) {
   unsigned bx = b.block_dim.x, by = b.block_dim.y;
   b.nthreads = int(bx * by * b.block_dim.z);
@@ -220,11 +243,22 @@ inline void run_block(Block& b) {
     f.linear = i;
     f.tid = uint3{unsigned(i) % bx, (unsigned(i) / bx) % by, unsigned(i) / (bx * by)};
     f.done = false;
+    f.wait_kind = 0;
     start_fiber(b, f);
   }
   while (b.live > 0) {
+    bool progressed = false;
     for (int i = 0; i < b.nthreads; i++) {
-      if (!b.fibers[i].done) resume(b, b.fibers[i]);
+      Fiber& f = b.fibers[i];
+      if (f.done || !runnable(b, f)) continue;
+      progressed = true;
+      resume(b, f);
+    }
+    if (!progressed) {
+      // Every live thread waits at a barrier that can never complete (a barrier in
+      // divergent code): the kernel would hang on a GPU too.
+      fputs("cuda_host: deadlock: every live thread waits at a barrier\n", stderr);
+      abort();
     }
   }
 }
@@ -285,7 +319,13 @@ inline void block_barrier() {
     yield_to_scheduler();  // let the others see the release in this round
     return;
   }
-  while (gen == b.bar_gen) yield_to_scheduler();
+  Fiber& me = *g_fiber;
+  while (gen == b.bar_gen) {
+    me.wait_kind = 1;
+    me.wait_gen = gen;
+    yield_to_scheduler();
+  }
+  me.wait_kind = 0;
 }
 
 inline void warp_barrier() {
@@ -298,7 +338,13 @@ inline void warp_barrier() {
     yield_to_scheduler();
     return;
   }
-  while (gen == b.warp_gen[w]) yield_to_scheduler();
+  Fiber& me = *g_fiber;
+  while (gen == b.warp_gen[w]) {
+    me.wait_kind = 2;
+    me.wait_gen = gen;
+    yield_to_scheduler();
+  }
+  me.wait_kind = 0;
 }
 
 // Every live lane publishes `v`; returns the value lane `src(lane)` published (or `v` when

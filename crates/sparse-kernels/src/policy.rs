@@ -30,6 +30,18 @@ impl Default for ExecPolicy {
 }
 
 impl ExecPolicy {
+    /// The defaults for a CUDA device: sparse below density 0.25 (75% sparsity) for both
+    /// families. No GPU has measured them yet (`cargo xtask bench --device cuda` prints the
+    /// crossover); they follow the fp32 crossover against cuBLAS that the Sputnik paper
+    /// (Gale et al., SC'20) reports for its row-split SpMM, roughly 70-80% sparsity, taken
+    /// at its conservative end.
+    pub fn gpu_default() -> Self {
+        ExecPolicy {
+            conv_sparse_below: 0.25,
+            linear_sparse_below: 0.25,
+        }
+    }
+
     /// Never sparse: every weight runs as a dense (or masked dense) product.
     pub fn dense_only() -> Self {
         ExecPolicy {

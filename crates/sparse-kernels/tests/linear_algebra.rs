@@ -4,7 +4,8 @@ mod common;
 use common::*;
 use sparse_kernels::ops::gemm::{gemm, matmul};
 use sparse_kernels::ops::sparse::{
-    masked_matmul, masked_matmul_t, sddmm, sddmm_masked, sparse_weight_mm_into, spmm, spmm_into,
+    masked_matmul, masked_matmul_t, sddmm, sddmm_masked, sparse_weight_mm_into,
+    sparse_weight_sddmm, spmm, spmm_into,
 };
 use sparse_kernels::sparse_core::{Csr, Mask};
 use sparse_kernels::{test_device, Device, DeviceMask, SparseWeight, Tensor};
@@ -129,12 +130,22 @@ fn sparse_weight_refresh_tracks_new_values(dev: &Device) -> TestResult {
     let w2 = randn(&[5, 7], 3, dev);
     sw.refresh(&w2).unwrap();
     let expect = Csr::from_dense_masked(&w2.h(), &mask).unwrap();
-    assert_eq!(sw.csr(), &expect);
-    assert_eq!(sw.csr_t(), &expect.transpose());
+    let expect_t = expect.transpose();
+    assert_eq!(sw.csr().row_ptr(), expect.row_ptr());
+    assert_eq!(sw.csr().col_idx(), expect.col_idx());
+    assert_eq!(sw.csr_t().col_idx(), expect_t.col_idx());
+    assert_eq!(sw.values()?, expect.values());
+    assert_eq!(sw.values_t()?, expect_t.values());
     sparse_weight_mm_into(1.0, &sw, false, &x, 0.0, &mut out).unwrap();
     let w2m = masked(&w2, &mask);
     let r = gemm_ref(w2m.h(), false, x.h(), false, 5, 7, 40);
     assert_close(out.h(), &r, 1e-5, "product after refresh");
+    // The transposed form follows the refresh too.
+    let y = randn(&[5, 9], 6, dev);
+    let mut out_t = Tensor::zeros(&[7, 9], *dev).unwrap();
+    sparse_weight_mm_into(1.0, &sw, true, &y, 0.0, &mut out_t).unwrap();
+    let r = gemm_ref(w2m.h(), true, y.h(), false, 7, 5, 9);
+    assert_close(out_t.h(), &r, 1e-5, "transposed product after refresh");
     assert!(sw.refresh(&randn(&[7, 5], 3, dev)).is_err());
     Ok(())
 }
@@ -171,6 +182,18 @@ fn sddmm_matches_reference(dev: &Device) -> TestResult {
             assert_close(vals.h(), &expect, 1e-4, "sddmm csr");
         }
     }
+    // A sparse weight's own SDDMM, with an inner dimension long enough (5000) to split
+    // into chunks on the GPU, against the f64 reference.
+    let (m, k, n) = (6, 40, 5000);
+    let mask = mask_at(&[m, k], 0.8, 3, dev);
+    let sw = SparseWeight::new(&randn(&[m, k], 2, dev), &mask).unwrap();
+    let dy = randn(&[m, n], 4, dev);
+    let x = randn(&[k, n], 5, dev);
+    let full = gemm_ref(dy.h(), false, x.h(), true, m, n, k);
+    let expect: Vec<f64> = mask.iter_ones().map(|i| full[i]).collect();
+    let vals = sparse_weight_sddmm(&sw, &dy, &x).unwrap();
+    assert_close(vals.h(), &expect, 1e-4, "sparse_weight_sddmm");
+    assert!(sparse_weight_sddmm(&sw, &x, &dy).is_err());
     let mask = DeviceMask::new(Mask::ones(&[2, 3]), *dev)?;
     assert!(sddmm_masked(&mask, &randn(&[2, 4], 1, dev), &randn(&[3, 5], 1, dev)).is_err());
     let t = Tensor::from_vec(&[1], vec![1.0], *dev).unwrap();

@@ -128,6 +128,10 @@ pub struct TrainConfig {
     pub conv_sparse_below: f64,
     /// Linear layers run sparse below this density.
     pub linear_sparse_below: f64,
+    /// Convolutions run sparse below this density on a CUDA device.
+    pub gpu_conv_sparse_below: f64,
+    /// Linear layers run sparse below this density on a CUDA device.
+    pub gpu_linear_sparse_below: f64,
 }
 
 impl Default for TrainConfig {
@@ -165,6 +169,8 @@ impl Default for TrainConfig {
             schedule: Schedule::Scaled,
             conv_sparse_below: sparse_kernels::ExecPolicy::default().conv_sparse_below,
             linear_sparse_below: sparse_kernels::ExecPolicy::default().linear_sparse_below,
+            gpu_conv_sparse_below: sparse_kernels::ExecPolicy::gpu_default().conv_sparse_below,
+            gpu_linear_sparse_below: sparse_kernels::ExecPolicy::gpu_default().linear_sparse_below,
         }
     }
 }
@@ -225,6 +231,8 @@ impl TrainConfig {
         for (name, v) in [
             ("conv_sparse_below", self.conv_sparse_below),
             ("linear_sparse_below", self.linear_sparse_below),
+            ("gpu_conv_sparse_below", self.gpu_conv_sparse_below),
+            ("gpu_linear_sparse_below", self.gpu_linear_sparse_below),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 bail!("{name} {v} is outside [0, 1]");

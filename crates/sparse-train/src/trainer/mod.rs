@@ -267,9 +267,10 @@ impl Trainer {
             force_dense: false,
             freeze_running_stats: false,
             policy: if self.device.is_cuda() {
-                // CUDA runs every weight as a (masked) dense GEMM until the sparse kernels
-                // land; its SparseWeight path is a correctness fallback, not a speed-up.
-                ExecPolicy::dense_only()
+                ExecPolicy {
+                    conv_sparse_below: self.cfg.gpu_conv_sparse_below,
+                    linear_sparse_below: self.cfg.gpu_linear_sparse_below,
+                }
             } else {
                 ExecPolicy {
                     conv_sparse_below: self.cfg.conv_sparse_below,

@@ -1,6 +1,7 @@
 //! Linear layers on CUDA: cuBLAS products (masked weights materialised as `W ⊙ M`), the
 //! at-mask weight gradient masked after the product, bias and its gradient in
-//! `kernels/linear.cu`.
+//! `kernels/linear.cu`. A sparse weight runs the Sputnik-style SpMM on transposed
+//! activations (`yᵀ = W·xᵀ`, `dxᵀ = Wᵀ·dyᵀ`) and its at-mask gradient as an SDDMM.
 
 use super::{LinearGrads, LinearOps};
 use crate::backend::gpu::launch::{ctx_of, grid_1d, Args};
@@ -8,7 +9,8 @@ use crate::backend::gpu::Family;
 use crate::backend::CudaBackend;
 use crate::error::Result;
 use crate::ops::gemm::cuda::raw_gemm;
-use crate::ops::sparse::cuda::{dense_weight, mask_into};
+use crate::ops::sparse::cuda::{dense_weight, gpu, mask_into, sparse_wgrad};
+use crate::ops::sparse::gpu_layout::transpose;
 use crate::ops::sparse::{WeightGrad, WeightRef};
 use crate::tensor::Tensor;
 
@@ -21,9 +23,16 @@ impl LinearOps for CudaBackend {
         w: WeightRef,
         bias: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let wd = dense_weight(w)?;
-        let y = Tensor::zeros(&[b, o], x.device())?;
-        raw_gemm(b, o, i, 1.0, x, false, wd.get(), true, 0.0, &y)?;
+        let y = if let WeightRef::Sparse(s) = w {
+            let yt = Tensor::zeros(&[o, b], x.device())?;
+            gpu(s)?.fwd.spmm(1.0, &transpose(x)?, 0.0, &yt)?;
+            transpose(&yt)?
+        } else {
+            let wd = dense_weight(w)?;
+            let y = Tensor::zeros(&[b, o], x.device())?;
+            raw_gemm(b, o, i, 1.0, x, false, wd.get(), true, 0.0, &y)?;
+            y
+        };
         if let Some(bias) = bias {
             let n = b * o;
             let args = Args::new().t(&y)?.t(bias)?.i(o).i(n);
@@ -42,18 +51,36 @@ impl LinearOps for CudaBackend {
         wgrad: WeightGrad,
     ) -> Result<LinearGrads> {
         let dev = x.device();
-        let dw = Tensor::zeros(w.shape(), dev)?;
-        raw_gemm(o, i, b, 1.0, dy, true, x, false, 0.0, &dw)?;
-        if let WeightGrad::AtMask(m) = wgrad {
-            mask_into(&dw, m, &dw)?;
-        }
-        let dx = if need_dx {
-            let wd = dense_weight(w)?;
-            let dx = Tensor::zeros(&[b, i], dev)?;
-            raw_gemm(b, i, o, 1.0, dy, false, wd.get(), false, 0.0, &dx)?;
-            Some(dx)
-        } else {
-            None
+        let sparse = match w {
+            WeightRef::Sparse(s) => Some((s, transpose(dy)?)),
+            _ => None,
+        };
+        let dw = match (wgrad, &sparse) {
+            (WeightGrad::AtMask(m), Some((s, dyt))) if s.mask_version() == m.version() => {
+                sparse_wgrad(s, dyt, &transpose(x)?)?
+            }
+            _ => {
+                let dw = Tensor::zeros(w.shape(), dev)?;
+                raw_gemm(o, i, b, 1.0, dy, true, x, false, 0.0, &dw)?;
+                if let WeightGrad::AtMask(m) = wgrad {
+                    mask_into(&dw, m, &dw)?;
+                }
+                dw
+            }
+        };
+        let dx = match (need_dx, &sparse) {
+            (false, _) => None,
+            (true, Some((s, dyt))) => {
+                let dxt = Tensor::zeros(&[i, b], dev)?;
+                gpu(s)?.bwd.spmm(1.0, dyt, 0.0, &dxt)?;
+                Some(transpose(&dxt)?)
+            }
+            (true, None) => {
+                let wd = dense_weight(w)?;
+                let dx = Tensor::zeros(&[b, i], dev)?;
+                raw_gemm(b, i, o, 1.0, dy, false, wd.get(), false, 0.0, &dx)?;
+                Some(dx)
+            }
         };
         let db = if has_bias {
             let db = Tensor::zeros(&[o], dev)?;

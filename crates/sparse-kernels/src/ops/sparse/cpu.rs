@@ -308,6 +308,14 @@ impl super::SparseOps for crate::backend::CpuBackend {
         crate::Tensor::from_vec(&[v.len()], v, dy.device())
     }
 
+    fn sparse_weight_sddmm(
+        w: &super::SparseWeight,
+        dy: &crate::Tensor,
+        x: &crate::Tensor,
+    ) -> crate::Result<crate::Tensor> {
+        Self::sddmm(w.csr(), dy, x)
+    }
+
     fn sddmm_masked(
         mask: &crate::DeviceMask,
         dy: &crate::Tensor,

@@ -1,17 +1,20 @@
 //! Masked and sparse products on CUDA (`kernels/sparse.cu`): masked execution materialises
-//! `W ⊙ M` and runs cuBLAS; CSR SpMM and SDDMM are plain row kernels over host-built CSR.
+//! `W ⊙ M` and runs cuBLAS; sparse execution runs the Sputnik-style SpMM and the split SDDMM
+//! of `gpu_layout.rs` on the weight's device CSR (a host [`Csr`] given directly is uploaded
+//! per call).
 
 use sparse_core::{matrix_view, Csr};
 
+use super::gpu_layout::{GpuCsr, GpuSparse};
 use super::{SparseOps, SparseWeight, WeightRef};
-use crate::backend::gpu::launch::{block_per, ctx_of, grid_1d, words, Args};
+use crate::backend::gpu::launch::{ctx_of, grid_1d, words, Args};
 use crate::backend::gpu::Family;
 use crate::backend::CudaBackend;
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{KernelError, Result};
 use crate::mask::DeviceMask;
 use crate::ops::gemm::cuda::raw_gemm;
-use crate::tensor::{IndexTensor, Tensor};
+use crate::tensor::Tensor;
 
 const F: Family = Family::Sparse;
 
@@ -37,7 +40,7 @@ impl DenseWeight<'_> {
     }
 }
 
-/// The dense form of a weight on a CUDA device (sparse execution is CPU-only for now).
+/// The dense form of a weight on a CUDA device (`W ⊙ M` for masked and sparse weights).
 pub(crate) fn dense_weight<'a>(w: WeightRef<'a>) -> Result<DenseWeight<'a>> {
     match w {
         WeightRef::Dense(t) => Ok(DenseWeight::Borrowed(t)),
@@ -46,21 +49,34 @@ pub(crate) fn dense_weight<'a>(w: WeightRef<'a>) -> Result<DenseWeight<'a>> {
             mask_into(t, m, &out)?;
             Ok(DenseWeight::Owned(out))
         }
-        // Host-structured CSR, expanded back to `W ⊙ M` (see SparseWeight).
-        WeightRef::Sparse(s) => Ok(DenseWeight::Owned(Tensor::from_vec(
-            s.csr().shape(),
-            s.csr().to_dense(),
-            s.device(),
-        )?)),
+        WeightRef::Sparse(s) => {
+            let g = gpu(s)?;
+            Ok(DenseWeight::Owned(
+                g.fwd.scatter(&g.fwd.values, s.csr().shape())?,
+            ))
+        }
     }
 }
 
-fn upload_csr(a: &Csr, dev: Device) -> Result<(IndexTensor, IndexTensor, Tensor)> {
-    Ok((
-        IndexTensor::from_vec(&[a.row_ptr().len()], a.row_ptr().to_vec(), dev)?,
-        IndexTensor::from_vec(&[a.nnz()], a.col_idx().to_vec(), dev)?,
-        Tensor::from_vec(&[a.nnz()], a.values().to_vec(), dev)?,
-    ))
+/// The device form of a sparse weight on a CUDA device.
+pub(crate) fn gpu(s: &SparseWeight) -> Result<&GpuSparse> {
+    s.gpu().ok_or_else(|| {
+        KernelError::InvalidArgument("a CPU sparse weight was given to a CUDA kernel".into())
+    })
+}
+
+/// A host CSR uploaded for one call (entry `q` maps to itself).
+fn upload(a: &Csr, dev: Device) -> Result<GpuCsr> {
+    let src: Vec<u32> = (0..a.nnz() as u32).collect();
+    GpuCsr::new(a, &src, None, dev)
+}
+
+/// The weight gradient at a sparse weight's active entries, as a dense tensor shaped like
+/// the weight (exactly 0 elsewhere): `dY` is `rows x n`, `X` is `cols x n`.
+pub(crate) fn sparse_wgrad(s: &SparseWeight, dy: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let g = gpu(s)?;
+    let vals = g.fwd.sddmm(dy, x)?;
+    g.fwd.scatter(&vals, s.csr().shape())
 }
 
 impl SparseOps for CudaBackend {
@@ -91,19 +107,7 @@ impl SparseOps for CudaBackend {
     }
 
     fn spmm_into(alpha: f32, a: &Csr, x: &Tensor, beta: f32, out: &mut Tensor) -> Result<()> {
-        let (rp, ci, v) = upload_csr(a, x.device())?;
-        let n = x.shape()[1];
-        let args = Args::new()
-            .t(&rp)?
-            .t(&ci)?
-            .t(&v)?
-            .t(x)?
-            .t(out)?
-            .i(a.rows())
-            .i(n)
-            .f(alpha)
-            .f(beta);
-        ctx_of(x)?.launch(F, "csr_spmm", grid_1d(a.rows() * n), args)
+        upload(a, x.device())?.spmm(alpha, x, beta, out)
     }
 
     fn sparse_weight_mm_into(
@@ -114,25 +118,17 @@ impl SparseOps for CudaBackend {
         beta: f32,
         out: &mut Tensor,
     ) -> Result<()> {
-        let a = if transposed { w.csr_t() } else { w.csr() };
-        Self::spmm_into(alpha, a, x, beta, out)
+        let g = gpu(w)?;
+        let a = if transposed { &g.bwd } else { &g.fwd };
+        a.spmm(alpha, x, beta, out)
     }
 
     fn sddmm(s: &Csr, dy: &Tensor, x: &Tensor) -> Result<Tensor> {
-        let out = Tensor::zeros(&[s.nnz()], dy.device())?;
-        if s.nnz() == 0 {
-            return Ok(out);
-        }
-        let (rp, ci, _) = upload_csr(s, dy.device())?;
-        let args = Args::new()
-            .t(&rp)?
-            .t(&ci)?
-            .t(dy)?
-            .t(x)?
-            .t(&out)?
-            .i(dy.shape()[1]);
-        ctx_of(dy)?.launch(F, "csr_sddmm", block_per(s.rows()), args)?;
-        Ok(out)
+        upload(s, dy.device())?.sddmm(dy, x)
+    }
+
+    fn sparse_weight_sddmm(w: &SparseWeight, dy: &Tensor, x: &Tensor) -> Result<Tensor> {
+        gpu(w)?.fwd.sddmm(dy, x)
     }
 
     fn sddmm_masked(mask: &DeviceMask, dy: &Tensor, x: &Tensor) -> Result<Tensor> {

@@ -11,6 +11,7 @@
 mod blocked;
 pub(crate) mod cpu;
 pub(crate) mod cuda;
+pub(crate) mod gpu_layout;
 mod spmm_simd;
 pub(crate) mod weight;
 
@@ -41,6 +42,8 @@ pub trait SparseOps {
     ) -> Result<()>;
     /// `dY·Xᵀ` at the structure of `s`, in `s`'s entry order, as an `[nnz]` tensor.
     fn sddmm(s: &Csr, dy: &Tensor, x: &Tensor) -> Result<Tensor>;
+    /// `dY·Xᵀ` at a sparse weight's entries, in its CSR entry order (`[nnz]`).
+    fn sparse_weight_sddmm(w: &SparseWeight, dy: &Tensor, x: &Tensor) -> Result<Tensor>;
     /// `dY·Xᵀ` at the mask, 0 elsewhere, shaped like the mask.
     fn sddmm_masked(mask: &DeviceMask, dy: &Tensor, x: &Tensor) -> Result<Tensor>;
 }
@@ -113,6 +116,24 @@ pub fn sddmm(s: &Csr, dy: &Tensor, x: &Tensor) -> Result<Tensor> {
     }
     dy.same_device("sddmm", x)?;
     dispatch!(dy.device(), SparseOps::sddmm(s, dy, x))
+}
+
+/// Values of `dY · Xᵀ` at a [`SparseWeight`]'s active entries, in its [`SparseWeight::csr`]
+/// entry order (an `[nnz]` tensor): the sparse layer's weight gradient, on the device's own
+/// copy of the structure. `dY` is `rows x n`, `X` is `cols x n`.
+pub fn sparse_weight_sddmm(w: &SparseWeight, dy: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = matrix_view(w.csr().shape());
+    let n = check_rows("sparse_weight_sddmm", dy, rows)?;
+    let n2 = check_rows("sparse_weight_sddmm", x, cols)?;
+    if n != n2 {
+        return shape_err(
+            "sparse_weight_sddmm",
+            format!("dY has {n} columns, X has {n2}"),
+        );
+    }
+    dy.same_device("sparse_weight_sddmm", x)?;
+    same("sparse_weight_sddmm", dy.device(), w.device())?;
+    dispatch!(dy.device(), SparseOps::sparse_weight_sddmm(w, dy, x))
 }
 
 /// `dY · Xᵀ` at the mask's positions and exactly 0 elsewhere, shaped like the mask:

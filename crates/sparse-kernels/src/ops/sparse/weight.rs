@@ -9,6 +9,7 @@ use sparse_core::{matrix_view, Csr, Mask};
 use super::blocked::BlockedCsr;
 use super::check_mask;
 use super::cpu;
+use super::gpu_layout::GpuSparse;
 use crate::device::Device;
 use crate::error::{shape_err, Result};
 use crate::mask::DeviceMask;
@@ -19,10 +20,11 @@ use crate::tensor::Tensor;
 /// first SpMM with either form also builds a cache-blocked copy of it (where the density
 /// makes that faster), refreshed with the rest from then on.
 ///
-/// The structure is built on the host. For a weight on a CUDA device the values are read
-/// back from the device on build and refresh, and the CUDA kernels run the CSR through
-/// plain row kernels: correct, not fast (the GPU sparse formats are the sparse-kernels
-/// issue's; the trainer executes weights densely on CUDA until then).
+/// The structure is built on the host (the mask is the host's source of truth). For a
+/// weight on a CUDA device both forms are also uploaded once per mask version
+/// ([`GpuSparse`]: row-swizzled CSR for the Sputnik-style kernels), and a refresh gathers
+/// the new values on the device: the host CSR then keeps its structure but not current
+/// values; read them with [`SparseWeight::values`].
 #[derive(Debug, Clone)]
 pub struct SparseWeight {
     csr: Csr,
@@ -37,6 +39,8 @@ pub struct SparseWeight {
     mask_version: u64,
     /// The device of the dense weight.
     device: Device,
+    /// Both forms on the device, for a weight on a CUDA device.
+    gpu: Option<GpuSparse>,
 }
 
 impl SparseWeight {
@@ -50,7 +54,12 @@ impl SparseWeight {
         };
         let flat: Vec<u32> = m.iter_ones().map(|i| i as u32).collect();
         let (csr_t, perm_t) = cpu::transpose_with_perm(&csr);
+        let gpu = match w.device() {
+            Device::Cpu => None,
+            _ => Some(GpuSparse::new(&csr, &csr_t, &flat, &perm_t, w)?),
+        };
         Ok(SparseWeight {
+            gpu,
             csr,
             csr_t,
             blocked: OnceLock::new(),
@@ -87,14 +96,10 @@ impl SparseWeight {
                 b: w.device(),
             });
         }
-        let host;
-        let src = match w.device() {
-            Device::Cpu => w.cpu_data()?,
-            _ => {
-                host = w.to_host()?;
-                &host
-            }
-        };
+        if let Some(g) = &self.gpu {
+            return g.refresh(w);
+        }
+        let src = w.cpu_data()?;
         let vals = self.csr.values_mut();
         for (v, &f) in vals.iter_mut().zip(&self.flat) {
             *v = src[f as usize];
@@ -111,7 +116,29 @@ impl SparseWeight {
         Ok(())
     }
 
-    /// The CSR form (`rows x cols` view of the weight).
+    /// The current values in [`csr`](Self::csr)'s entry order, from wherever they live.
+    pub fn values(&self) -> Result<Vec<f32>> {
+        match &self.gpu {
+            Some(g) => g.fwd.values.to_host(),
+            None => Ok(self.csr.values().to_vec()),
+        }
+    }
+
+    /// The current values in [`csr_t`](Self::csr_t)'s entry order.
+    pub fn values_t(&self) -> Result<Vec<f32>> {
+        match &self.gpu {
+            Some(g) => g.bwd.values.to_host(),
+            None => Ok(self.csr_t.values().to_vec()),
+        }
+    }
+
+    /// The device form, for a weight on a CUDA device.
+    pub(crate) fn gpu(&self) -> Option<&GpuSparse> {
+        self.gpu.as_ref()
+    }
+
+    /// The CSR form (`rows x cols` view of the weight). On a CUDA device its values are the
+    /// ones at build time; [`values`](Self::values) has the current ones.
     pub fn csr(&self) -> &Csr {
         &self.csr
     }
