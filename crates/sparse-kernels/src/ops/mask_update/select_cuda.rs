@@ -129,7 +129,7 @@ pub(crate) fn select_words(
             let nb = nw.div_ceil(BLOCK as usize);
             let prefix = TensorOf::<u64>::zeros(&[nb], dev)?;
             let common = || -> Result<Args> {
-                Ok(Args::new().t(s)?.ptr(w).i(mode).i(n).i(largest).t(&state)?)
+                Args::new().t(s)?.ptr(w).i(mode).i(n).i(largest).t(&state)
             };
             ctx.launch(F, "radix_tie_blocks", blocks(nb), common()?.t(&prefix)?)?;
             let args = Args::new().t(&prefix)?.i(nb).t(&state)?;
