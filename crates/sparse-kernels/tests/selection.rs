@@ -31,7 +31,7 @@ fn tied_scores(n: usize, seed: u64) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let r = rng.next_u32();
-            if r % 4 == 0 {
+            if r.is_multiple_of(4) {
                 // Some distinct values too.
                 (r >> 8) as f32 / 65536.0 - 100.0
             } else {
