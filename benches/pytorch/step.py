@@ -1,9 +1,12 @@
 """PyTorch side of `cargo xtask bench --vs-pytorch`: the same models as sparse-train's zoo
 (CIFAR-shaped input, 10 classes), timed per training step (forward, backward, SGD with
 momentum 0.9, Nesterov, weight decay 5e-4) or per inference forward, at a given batch and
-thread count. Prints one JSON object: {"step_ms": [...]} for the timed steps after warm-up.
+thread count, on the CPU or (`--device cuda`, for `sparse-train bench-gpu`) a GPU in fp32
+with TF32 off, each step timed to its completion. Prints one JSON object: {"step_ms": [...]}
+for the timed steps after warm-up.
 
     python step.py --model resnet20 --mode train --batch 128 --threads 2 --steps 10
+    python step.py --model resnet18 --device cuda --steps 20
 """
 import argparse
 import json
@@ -74,22 +77,31 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = build(a.model)
-    x = torch.randn(a.batch, 3, 32, 32)
-    y = torch.randint(0, 10, (a.batch,))
+    dev = torch.device(a.device)
+    if a.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
+    model = build(a.model).to(dev)
+    x = torch.randn(a.batch, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (a.batch,), device=dev)
     times = []
     if a.mode == "train":
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
         for i in range(a.warmup + a.steps):
+            sync()
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
+            sync()
             if i >= a.warmup:
                 times.append(1e3 * (time.perf_counter() - t0))
     else:
@@ -98,6 +110,7 @@ def main():
             for i in range(a.warmup + a.steps):
                 t0 = time.perf_counter()
                 model(x)
+                sync()
                 if i >= a.warmup:
                     times.append(1e3 * (time.perf_counter() - t0))
     print(json.dumps({"step_ms": times, "torch": torch.__version__, "threads": torch.get_num_threads()}))

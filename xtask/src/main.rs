@@ -2,11 +2,13 @@
 //!
 //! * `bench [FILTER]`: runs the criterion benchmarks (optionally filtered) and prints a
 //!   summary of the medians from `target/criterion`; `bench --vs-pytorch` compares our
-//!   training step and inference with PyTorch's on the same models.
+//!   training step and inference with PyTorch's on the same models; `bench --device cuda
+//!   [--quick]` prints the GPU table (`sparse-train bench-gpu`), or says it skipped.
 //! * `kernels`: compiles every `kernels/*.cu` through NVRTC for sm_80 and sm_90 and
 //!   through the host compiler, with registers and spills per kernel.
-//! * `gpu-stage`: the stripped release binary with the `cuda` feature and
-//!   `scripts/gpu-check.sh` in `gpu-stage/`, ready to carry to a GPU machine.
+//! * `gpu-stage`: the stripped release binary with the `cuda` feature,
+//!   `scripts/gpu-check.sh` and the PyTorch scripts in `gpu-stage/`, ready to carry to a GPU
+//!   machine.
 //! * `ci`: the checks CI runs (fmt, clippy with `-D warnings`, the `cuda` feature build,
 //!   tests).
 
@@ -57,6 +59,13 @@ enum Cmd {
         /// RigL's sparsity.
         #[arg(long, default_value_t = 0.9)]
         sparsity: f64,
+        /// Instead: the GPU table (`cuda`: SpMM, SDDMM, sparse conv, radix select and
+        /// training steps against cuBLAS and PyTorch); says it skipped without a GPU.
+        #[arg(long)]
+        device: Option<String>,
+        /// With --device: the short form (about 5 minutes on an H100/H200).
+        #[arg(long)]
+        quick: bool,
     },
     /// Run the checks CI runs.
     Ci,
@@ -106,8 +115,12 @@ fn main() -> Result<()> {
             rounds,
             steps,
             sparsity,
+            device,
+            quick,
         } => {
-            if vs_pytorch {
+            if let Some(device) = device {
+                bench_gpu(&device, quick, python.as_deref())
+            } else if vs_pytorch {
                 vs_pytorch::vs_pytorch(&vs_pytorch::Opts {
                     python,
                     models,
@@ -143,17 +156,43 @@ fn main() -> Result<()> {
     }
 }
 
-/// `cargo xtask gpu-stage`: `gpu-stage/{sparse-train, gpu-check.sh}`.
-fn gpu_stage() -> Result<()> {
-    let root = root();
-    run(Command::new("cargo").current_dir(&root).args([
+/// The release binary with the `cuda` feature.
+fn build_cuda_release(root: &Path) -> Result<()> {
+    run(Command::new("cargo").current_dir(root).args([
         "build",
         "--release",
         "-p",
         "sparse-train",
         "--features",
         "cuda",
-    ]))?;
+    ]))
+}
+
+/// `cargo xtask bench --device cuda`: `sparse-train bench-gpu` from the CUDA build.
+fn bench_gpu(device: &str, quick: bool, python: Option<&Path>) -> Result<()> {
+    let root = root();
+    build_cuda_release(&root)?;
+    let mut cmd = Command::new(root.join("target/release/sparse-train"));
+    cmd.current_dir(&root).args([
+        "bench-gpu",
+        "--device",
+        device,
+        "--scripts",
+        "benches/pytorch",
+    ]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    if let Some(p) = python {
+        cmd.arg("--python").arg(p);
+    }
+    run(&mut cmd)
+}
+
+/// `cargo xtask gpu-stage`: `gpu-stage/{sparse-train, gpu-check.sh, pytorch/*.py}`.
+fn gpu_stage() -> Result<()> {
+    let root = root();
+    build_cuda_release(&root)?;
     let stage = root.join("gpu-stage");
     std::fs::create_dir_all(&stage)?;
     let bin = stage.join("sparse-train");
@@ -163,6 +202,11 @@ fn gpu_stage() -> Result<()> {
         root.join("scripts/gpu-check.sh"),
         stage.join("gpu-check.sh"),
     )?;
+    let py = stage.join("pytorch");
+    std::fs::create_dir_all(&py)?;
+    for f in ["step.py", "gpu_ops.py"] {
+        std::fs::copy(root.join("benches/pytorch").join(f), py.join(f))?;
+    }
     let size = std::fs::metadata(&bin)?.len();
     println!(
         "staged {} ({:.1} MiB) and gpu-check.sh; on the GPU machine: bash gpu-stage/gpu-check.sh",

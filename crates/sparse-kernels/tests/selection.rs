@@ -8,7 +8,9 @@ mod common;
 use common::*;
 use rand_core::RngCore;
 use sparse_kernels::ops::mask_update::GrowInit;
-use sparse_kernels::ops::mask_update::{mask_nonzero, select_global, select_mask, update_layer};
+use sparse_kernels::ops::mask_update::{
+    mask_nonzero, select_global, select_mask, select_words, update_layer,
+};
 use sparse_kernels::sparse_core::{
     drop_and_grow, random_mask, select, stream_rng, Candidates, Mask, Order, Parallelism,
 };
@@ -70,6 +72,8 @@ fn device_selection_is_bit_identical(dev: &Device) -> TestResult {
             let got = select_mask(&s, k, None, order)?;
             let want = select(&[n], &sv, k, Candidates::All, order, Parallelism::Serial)?;
             assert_eq!(got, want, "n {n} k {k} {order:?}, all");
+            let words = select_words(&s, k, order)?.to_host()?;
+            assert_eq!(words, want.words(), "n {n} k {k} {order:?}, device words");
         }
     }
     // Global ranking across layers whose sizes are not word multiples.

@@ -5,6 +5,7 @@
 //! outputs ([`report`]) and the `sparse-train` command-line tool (`src/main.rs`).
 
 pub mod bench;
+pub mod bench_gpu;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;

@@ -94,6 +94,26 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// The GPU benchmark table: SpMM, SDDMM, sparse conv and radix select against cuBLAS /
+    /// dense / torch, and training steps against PyTorch (used by `cargo xtask bench
+    /// --device cuda` and scripts/gpu-check.sh). Says it skipped when no GPU is usable.
+    BenchGpu {
+        /// Device: cuda, or cuda-emulated with --smoke to check the harness.
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// The short form (about 5 minutes on an H100/H200).
+        #[arg(long)]
+        quick: bool,
+        /// Smallest sizes, kernels only (a check of the harness itself).
+        #[arg(long)]
+        smoke: bool,
+        /// Python with PyTorch for the baselines (else SPARSE_TORCH_PYTHON, then python3).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// The PyTorch scripts (the repository's benches/pytorch).
+        #[arg(long, default_value = "benches/pytorch")]
+        scripts: PathBuf,
+    },
     /// Check a CUDA device: every op against the CPU backend (max relative error per op),
     /// then short training runs whose per-step losses must match the CPU's.
     Selftest {
@@ -452,6 +472,19 @@ fn main() {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         })(),
+        Cmd::BenchGpu {
+            device,
+            quick,
+            smoke,
+            python,
+            scripts,
+        } => sparse_train::bench_gpu::run(&sparse_train::bench_gpu::Opts {
+            device,
+            quick,
+            smoke,
+            python,
+            scripts,
+        }),
         Cmd::Selftest { device } => sparse_train::selftest::run(&device),
         Cmd::List => {
             println!("models:");

@@ -117,6 +117,24 @@ impl DriverRuntime {
 }
 
 impl Runtime for DriverRuntime {
+    fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        self.bind()?;
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self
+            .stream
+            .record_event(timing)
+            .map_err(|e| driver_err("event", e))?;
+        f()?;
+        let end = self
+            .stream
+            .record_event(timing)
+            .map_err(|e| driver_err("event", e))?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(|e| driver_err("event timing", e))?;
+        Ok(ms as f64)
+    }
+
     fn describe(&self) -> String {
         let nvrtc = match crate::nvrtc::nvrtc() {
             Ok(n) => format!(

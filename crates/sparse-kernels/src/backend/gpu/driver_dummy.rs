@@ -57,6 +57,9 @@ impl Runtime for DriverRuntime {
     ) -> Result<()> {
         match self.never {}
     }
+    fn time_ms(&self, _f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        match self.never {}
+    }
     unsafe fn gemm(&self, _g: &GemmCall) -> Result<()> {
         match self.never {}
     }

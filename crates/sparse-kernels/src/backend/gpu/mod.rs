@@ -86,3 +86,17 @@ pub fn context(device: Device) -> Result<Arc<GpuContext>> {
 pub fn probe(device: Device) -> Result<()> {
     context(device).map(|_| ())
 }
+
+/// Milliseconds of device time the work `f` queues on `device` takes (CUDA events on a
+/// GPU), or of wall time on the CPU and the emulated device. For benchmarks: the first
+/// call of a kernel includes its compilation, so warm up first.
+pub fn time_ms(device: Device, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    match device {
+        Device::Cpu => {
+            let t = std::time::Instant::now();
+            f()?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        }
+        _ => context(device)?.runtime().time_ms(&mut f),
+    }
+}

@@ -93,6 +93,9 @@ pub trait Runtime: Send + Sync {
         dims: &LaunchDims,
         params: &mut [*mut c_void],
     ) -> Result<()>;
+    /// Milliseconds of device time the work `f` queues takes: CUDA events recorded on the
+    /// stream before and after it (the host clock around `f` on the emulated device).
+    fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64>;
     /// cuBLAS SGEMM (row-major call, mapped to cuBLAS' column-major convention).
     ///
     /// # Safety

@@ -15,7 +15,7 @@ use sparse_core::{DropGrow, Mask, Order};
 use crate::dispatch;
 use crate::error::{shape_err, Result};
 use crate::mask::DeviceMask;
-use crate::tensor::{same, IndexTensor, Tensor};
+use crate::tensor::{same, IndexTensor, Tensor, TensorOf};
 
 /// Initial values of newly grown weights (their optimizer state is always zeroed).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -299,5 +299,22 @@ pub fn mask_nonzero(mask: &DeviceMask) -> Result<usize> {
     match mask.device_words() {
         Some(w) => select_cuda::count_words(w),
         None => Ok(mask.count_ones()),
+    }
+}
+
+/// [`select_mask`] over every entry, with the result left on the scores' device as mask
+/// words (bit `i % 64` of word `i / 64`, sparse-core's layout): the form a device-side
+/// update consumes, without the host [`Mask`]. Errors as [`select_mask`].
+pub fn select_words(scores: &Tensor, k: usize, order: Order) -> Result<TensorOf<u64>> {
+    match scores.device() {
+        crate::Device::Cpu => {
+            let m = <crate::backend::CpuBackend as MaskUpdateOps>::select(scores, k, None, order)?;
+            TensorOf::cpu(&[m.words().len()], m.words().to_vec())
+        }
+        _ => {
+            let s = select_cuda::select_words(&[(scores, select_cuda::Cand::All)], k, order)?;
+            s.check(k, scores.numel())?;
+            Ok(s.words.into_iter().next().expect("one layer"))
+        }
     }
 }

@@ -128,9 +128,8 @@ pub(crate) fn select_words(
             let (mode, w) = cand.mode_and_words();
             let nb = nw.div_ceil(BLOCK as usize);
             let prefix = TensorOf::<u64>::zeros(&[nb], dev)?;
-            let common = || -> Result<Args> {
-                Args::new().t(s)?.ptr(w).i(mode).i(n).i(largest).t(&state)
-            };
+            let common =
+                || -> Result<Args> { Args::new().t(s)?.ptr(w).i(mode).i(n).i(largest).t(&state) };
             ctx.launch(F, "radix_tie_blocks", blocks(nb), common()?.t(&prefix)?)?;
             let args = Args::new().t(&prefix)?.i(nb).t(&state)?;
             ctx.launch(F, "radix_scan", block_per(1), args)?;
