@@ -188,6 +188,60 @@ const CASES: &[Case] = &[
         let sd = sparse::sddmm(sw.csr(), &rn(&[30, 9], 8, d)?, &rn(&[40, 9], 9, d)?)?;
         Ok(vec![h(&a)?, h(&b)?, h(&g)?, h(&s)?, h(&sd)?])
     }),
+    ("sparse weight: spmm, spmmT, refresh, sddmm", F32, |d| {
+        let w = rn(&[64, 100], 1, d)?;
+        let m = mask(&[64, 100], 0.1, 2, d)?;
+        let mut sw = SparseWeight::new(&w, &m)?;
+        let mut out = Vec::new();
+        for n in [260, 9] {
+            let mut y = Tensor::zeros(&[64, n], d)?;
+            sparse::sparse_weight_mm_into(1.0, &sw, false, &rn(&[100, n], 3, d)?, 0.0, &mut y)?;
+            let mut yt = rn(&[100, n], 4, d)?;
+            sparse::sparse_weight_mm_into(0.5, &sw, true, &rn(&[64, n], 5, d)?, 2.0, &mut yt)?;
+            out.extend([h(&y)?, h(&yt)?]);
+        }
+        sw.refresh(&rn(&[64, 100], 6, d)?)?;
+        let mut y = Tensor::zeros(&[64, 32], d)?;
+        sparse::sparse_weight_mm_into(1.0, &sw, false, &rn(&[100, 32], 7, d)?, 0.0, &mut y)?;
+        let g =
+            sparse::sparse_weight_sddmm(&sw, &rn(&[64, 4100], 8, d)?, &rn(&[100, 4100], 9, d)?)?;
+        out.extend([h(&y)?, sw.values()?, sw.values_t()?, h(&g)?]);
+        Ok(out)
+    }),
+    ("sparse conv2d / linear: fwd + dx + at-mask dW", 1e-4, |d| {
+        let mut out = Vec::new();
+        let x = rn(&[3, 8, 9, 9], 1, d)?;
+        let w = rn(&[12, 8, 3, 3], 2, d)?;
+        let m = mask(w.shape(), 0.15, 3, d)?;
+        let sw = SparseWeight::new(&w, &m)?;
+        let prm = conv::Conv2dParams::new(1, 1);
+        let y = conv::conv2d_forward(&x, WeightRef::Sparse(&sw), prm)?;
+        let dy = rn(y.shape(), 4, d)?;
+        let g = conv::conv2d_backward(
+            &dy,
+            &x,
+            WeightRef::Sparse(&sw),
+            prm,
+            true,
+            WeightGrad::AtMask(&m),
+        )?;
+        out.extend([h(&y)?, h(g.dx.as_ref().expect("dx"))?, h(&g.dw)?]);
+        let (x, w) = (rn(&[16, 50], 5, d)?, rn(&[20, 50], 6, d)?);
+        let m = mask(&[20, 50], 0.1, 7, d)?;
+        let sw = SparseWeight::new(&w, &m)?;
+        let y = linear::linear_forward(&x, WeightRef::Sparse(&sw), None)?;
+        let dy = rn(y.shape(), 8, d)?;
+        let g = linear::linear_backward(
+            &dy,
+            &x,
+            WeightRef::Sparse(&sw),
+            false,
+            true,
+            WeightGrad::AtMask(&m),
+        )?;
+        out.extend([h(&y)?, h(g.dx.as_ref().expect("dx"))?, h(&g.dw)?]);
+        Ok(out)
+    }),
     ("linear forward / backward (bias, masked)", F32, |d| {
         let (x, w, bias) = (rn(&[16, 50], 1, d)?, rn(&[20, 50], 2, d)?, rn(&[20], 3, d)?);
         let m = mask(&[20, 50], 0.1, 4, d)?;
@@ -260,6 +314,41 @@ const CASES: &[Case] = &[
             nn,
             c,
         ])
+    }),
+    ("radix select 300k ties / global / drop-grow", EXACT, |d| {
+        // Few distinct values, so the index tie rule decides most of the selection.
+        let q: Vec<f32> = h(&rn(&[300_000], 1, d)?)?
+            .iter()
+            .map(|v| (v * 4.0).round() / 4.0)
+            .collect();
+        let s = Tensor::from_vec(&[300_000], q.clone(), d)?;
+        let mut out = Vec::new();
+        for (k, o) in [(123_457, Order::Largest), (30_001, Order::Smallest)] {
+            out.push(bits(&mu::select_mask(&s, k, None, o)?));
+        }
+        let s2 = Tensor::from_vec(&[500, 600], q, d)?;
+        let c = mask(&[300_000], 0.3, 2, d)?;
+        for m in mu::select_global(&[&s, &s2], &[Some(c.mask()), None], 77_777, Order::Largest)? {
+            out.push(bits(&m));
+        }
+        let mut m = mask(&[500, 600], 0.1, 3, d)?;
+        let mut w = rn(&[500, 600], 4, d)?;
+        let drop = rn(&[500, 600], 5, d)?;
+        let dg = mu::update_layer(
+            &mut w,
+            &mut m,
+            &mut [],
+            &drop,
+            &s2,
+            9_999,
+            mu::GrowInit::Zero,
+        )?;
+        out.extend([
+            bits(m.mask()),
+            h(&w)?,
+            vec![dg.grown.len() as f32, mu::mask_nonzero(&m)? as f32],
+        ]);
+        Ok(out)
     }),
     ("select (top-k, ties) / drop-and-grow scatter", EXACT, |d| {
         // Quantised scores: many ties, resolved by the spec's index rule on every device.

@@ -84,3 +84,36 @@ fn cli_trains_and_resumes_on_the_emulated_device() {
     let (ok, err) = common::cli(&["eval", "--checkpoint", ck.to_str().unwrap()]);
     assert!(ok, "{err}");
 }
+
+/// `bench-gpu` runs its whole kernel harness on the emulated device (smallest sizes) and
+/// prints the table, and without a usable GPU it says it skipped and succeeds.
+#[test]
+fn bench_gpu_harness_runs_and_skips_without_a_gpu() {
+    let out = common::bin()
+        .args(["bench-gpu", "--device", "cuda-emulated", "--smoke"])
+        .args(["--python", "/nonexistent/python"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "| SpMM |",
+        "| SDDMM |",
+        "| sparse conv fwd+bwd |",
+        "radix select",
+        "| goal |",
+    ] {
+        assert!(text.contains(row), "missing {row}:\n{text}");
+    }
+    assert!(text.contains("PyTorch comparison skipped"), "{text}");
+    let out = common::bin()
+        .args(["bench-gpu", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CUDA benchmarks skipped"));
+}
