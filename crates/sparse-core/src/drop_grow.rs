@@ -17,6 +17,20 @@ pub struct DropGrow {
     pub grown: Vec<u32>,
 }
 
+impl DropGrow {
+    /// The outcome of replacing mask `old` by `new` (same shape): the dropped and grown
+    /// positions are the set differences, in ascending order. Used by every device's
+    /// drop-and-grow once it has the new mask.
+    pub fn from_masks(old: &Mask, new: Mask) -> Result<DropGrow> {
+        let to_u32 = |m: Mask| m.iter_ones().map(|i| i as u32).collect();
+        Ok(DropGrow {
+            dropped: to_u32(old.and_not(&new)?),
+            grown: to_u32(new.and_not(old)?),
+            mask: new,
+        })
+    }
+}
+
 /// Drops the `n` active entries with the **smallest** `drop_scores` (ties: lower flat index
 /// dropped first) and grows the `n` entries with the **largest** `grow_scores` among every
 /// position not kept (ties: lower flat index first; just-dropped positions are eligible).
@@ -71,12 +85,7 @@ pub fn drop_and_grow_with(
     assert!(keep.is_disjoint(&grow)?, "grow set intersects kept set");
     let new = keep.or(&grow)?;
     assert_eq!(new.count_ones(), active, "drop-and-grow changed the budget");
-    let to_u32 = |m: Mask| m.iter_ones().map(|i| i as u32).collect();
-    Ok(DropGrow {
-        dropped: to_u32(mask.and_not(&new)?),
-        grown: to_u32(new.and_not(mask)?),
-        mask: new,
-    })
+    DropGrow::from_masks(mask, new)
 }
 
 #[cfg(test)]

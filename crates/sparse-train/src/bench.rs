@@ -9,28 +9,38 @@ use crate::config::TrainConfig;
 use crate::data::DataKind;
 use crate::trainer::Trainer;
 
-/// What to time.
-#[derive(Debug, Clone)]
+/// What to time (also the `bench-step` command's flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchStep {
-    /// Model name.
+    /// Model.
+    #[arg(long, default_value = "resnet20")]
     pub model: String,
     /// Method (`dense`, `rigl`, ...).
+    #[arg(long, default_value = "dense")]
     pub method: String,
     /// Target sparsity.
+    #[arg(long, default_value_t = 0.9)]
     pub sparsity: f64,
     /// Batch size.
+    #[arg(long = "batch-size", default_value_t = 128)]
     pub batch: usize,
     /// Rayon threads.
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Timed steps (after `warmup`).
+    #[arg(long, default_value_t = 10)]
     pub steps: usize,
     /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Mask-update interval (so a short window contains update steps).
+    #[arg(long, default_value_t = 5)]
     pub update_interval: u64,
-    /// Inference instead of training.
+    /// Time inference (evaluation-mode forward) instead of training steps.
+    #[arg(long)]
     pub infer: bool,
     /// Device.
+    #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 

@@ -62,58 +62,11 @@ enum Cmd {
     List,
     /// Time training steps (or inference passes) of one model on synthetic data; prints
     /// JSON (used by `cargo xtask bench --vs-pytorch`).
-    BenchStep {
-        /// Model.
-        #[arg(long, default_value = "resnet20")]
-        model: String,
-        /// Method (`dense`, `rigl`, ...).
-        #[arg(long, default_value = "dense")]
-        method: String,
-        /// Target sparsity.
-        #[arg(long, default_value_t = 0.9)]
-        sparsity: f64,
-        /// Batch size.
-        #[arg(long, default_value_t = 128)]
-        batch_size: usize,
-        /// Threads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// Timed steps.
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
-        /// Untimed steps first.
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        /// Mask-update interval of the timed window.
-        #[arg(long, default_value_t = 5)]
-        update_interval: u64,
-        /// Time inference (evaluation-mode forward) instead of training steps.
-        #[arg(long)]
-        infer: bool,
-        /// Device.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
+    BenchStep(sparse_train::bench::BenchStep),
     /// The GPU benchmark table: SpMM, SDDMM, sparse conv and radix select against cuBLAS /
     /// dense / torch, and training steps against PyTorch (used by `cargo xtask bench
     /// --device cuda` and scripts/gpu-check.sh). Says it skipped when no GPU is usable.
-    BenchGpu {
-        /// Device: cuda, or cuda-emulated with --smoke to check the harness.
-        #[arg(long, default_value = "cuda")]
-        device: String,
-        /// The short form (about 5 minutes on an H100/H200).
-        #[arg(long)]
-        quick: bool,
-        /// Smallest sizes, kernels only (a check of the harness itself).
-        #[arg(long)]
-        smoke: bool,
-        /// Python with PyTorch for the baselines (else SPARSE_TORCH_PYTHON, then python3).
-        #[arg(long)]
-        python: Option<PathBuf>,
-        /// The PyTorch scripts (the repository's benches/pytorch).
-        #[arg(long, default_value = "benches/pytorch")]
-        scripts: PathBuf,
-    },
+    BenchGpu(sparse_train::bench_gpu::Opts),
     /// Check a CUDA device: every op against the CPU backend (max relative error per op),
     /// then short training runs whose per-step losses must match the CPU's.
     Selftest {
@@ -445,46 +398,12 @@ fn main() {
             );
             Ok(())
         })(),
-        Cmd::BenchStep {
-            model,
-            method,
-            sparsity,
-            batch_size,
-            threads,
-            steps,
-            warmup,
-            update_interval,
-            infer,
-            device,
-        } => (|| {
-            let r = sparse_train::bench::run(&sparse_train::bench::BenchStep {
-                model,
-                method,
-                sparsity,
-                batch: batch_size,
-                threads,
-                steps,
-                warmup,
-                update_interval,
-                infer,
-                device,
-            })?;
+        Cmd::BenchStep(b) => (|| {
+            let r = sparse_train::bench::run(&b)?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         })(),
-        Cmd::BenchGpu {
-            device,
-            quick,
-            smoke,
-            python,
-            scripts,
-        } => sparse_train::bench_gpu::run(&sparse_train::bench_gpu::Opts {
-            device,
-            quick,
-            smoke,
-            python,
-            scripts,
-        }),
+        Cmd::BenchGpu(o) => sparse_train::bench_gpu::run(&o),
         Cmd::Selftest { device } => sparse_train::selftest::run(&device),
         Cmd::List => {
             println!("models:");

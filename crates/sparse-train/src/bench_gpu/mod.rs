@@ -23,19 +23,24 @@ use sparse_kernels::{Device, DeviceRequest};
 
 use crate::bench::{run as run_steps, BenchStep};
 
-/// Options of `bench-gpu`.
-#[derive(Debug, Clone)]
+/// Options of `bench-gpu` (also its flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Opts {
-    /// Device (`cuda`, or `cuda-emulated` to check the harness).
+    /// Device: cuda, or cuda-emulated with --smoke to check the harness.
+    #[arg(long, default_value = "cuda")]
     pub device: String,
-    /// The short form (~5 minutes on an H100/H200): fewer shapes, batch 32 for the 1x1
+    /// The short form (about 5 minutes on an H100/H200): fewer shapes, batch 32 for the 1x1
     /// shapes, fewer repetitions.
+    #[arg(long)]
     pub quick: bool,
-    /// Python with PyTorch for the baselines (else `SPARSE_TORCH_PYTHON`, then `python3`).
+    /// Python with PyTorch for the baselines (else SPARSE_TORCH_PYTHON, then python3).
+    #[arg(long)]
     pub python: Option<PathBuf>,
-    /// Folder of the PyTorch scripts.
+    /// The PyTorch scripts (the repository's benches/pytorch).
+    #[arg(long, default_value = "benches/pytorch")]
     pub scripts: PathBuf,
-    /// Only the kernel cases at the smallest sizes (a smoke test of the harness).
+    /// Smallest sizes, kernels only (a check of the harness itself).
+    #[arg(long)]
     pub smoke: bool,
 }
 

@@ -228,12 +228,7 @@ pub(crate) fn drop_and_grow(
     grown.check(n, mask.len() - (active - n))?;
     let new = Mask::from_words(mask.shape(), new.to_host()?)?;
     assert_eq!(new.count_ones(), active, "drop-and-grow changed the budget");
-    let to_u32 = |m: Mask| m.iter_ones().map(|i| i as u32).collect();
-    Ok(DropGrow {
-        dropped: to_u32(mask.and_not(&new)?),
-        grown: to_u32(new.and_not(mask)?),
-        mask: new,
-    })
+    Ok(DropGrow::from_masks(mask, new)?)
 }
 
 /// Set bits of a device mask, counted on the device (per-block partials added in order).
