@@ -29,14 +29,17 @@ extern "C" __global__ void mask_copy(const float* x, const u64* words, float* ou
 // (rows x cols) and row-major X (cols x n). Grid: (ceil(n / SPMM_TILE), row groups), block
 // 32 * SPMM_WARPS; warp slot s handles row order[s]. Each warp stages its row's (column,
 // value) pairs 32 at a time in shared memory and every lane reads them as broadcasts.
+// `x_aligned`: X starts on a 16-byte boundary, so rows of a length divisible by 4 take
+// float4 loads.
 extern "C" __global__ void csr_spmm_rows(const u32* row_ptr, const u32* col_idx,
                                          const float* vals, const u32* order, const float* x,
-                                         float* out, i64 rows, i64 n, float alpha, float beta) {
+                                         float* out, i64 rows, i64 n, float alpha, float beta,
+                                         i64 x_aligned) {
   __shared__ u32 sc[SPMM_WARPS][32];
   __shared__ float sv[SPMM_WARPS][32];
   int lane = threadIdx.x & 31, wp = threadIdx.x / 32;
   i64 j0 = (i64)blockIdx.x * SPMM_TILE + lane * 4;
-  bool vec = (n & 3) == 0 && j0 + 3 < n;
+  bool vec = x_aligned && (n & 3) == 0 && j0 + 3 < n;
   for (i64 slot = (i64)blockIdx.y * SPMM_WARPS + wp; slot < rows;
        slot += (i64)gridDim.y * SPMM_WARPS) {
     i64 r = order[slot];

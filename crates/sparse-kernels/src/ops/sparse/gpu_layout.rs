@@ -10,7 +10,7 @@
 
 use sparse_core::Csr;
 
-use crate::backend::gpu::launch::{ctx_of, grid_1d, Args, BLOCK};
+use crate::backend::gpu::launch::{ctx_of, dptr, grid_1d, Args, BLOCK};
 use crate::backend::gpu::{Family, LaunchDims};
 use crate::device::Device;
 use crate::error::Result;
@@ -119,7 +119,8 @@ impl GpuCsr {
             .i(self.rows)
             .i(n)
             .f(alpha)
-            .f(beta);
+            .f(beta)
+            .i(usize::from(dptr(x)? % 16 == 0));
         ctx_of(x)?.launch(F, "csr_spmm_rows", dims, args)
     }
 
