@@ -9,12 +9,14 @@ use sparse_kernels::{test_device, Device, SparseWeight, Tensor, WeightGrad, Weig
 
 /// (batch, in, h, w, out, k, stride, pad)
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
-const CONVS: [ConvCase; 17] = [
+const CONVS: [ConvCase; 21] = [
     // Widths 32/16/8/4 and odd heights exercise the direct sparse kernels' fixed paths.
     (1, 2, 32, 32, 2, 3, 1, 1),
     (2, 3, 5, 16, 4, 3, 1, 1),
     (1, 4, 9, 8, 3, 3, 1, 1),
     (3, 3, 4, 4, 5, 3, 1, 1),
+    // Width 4 with a plane of at least 64 outputs (smaller ones run as CSR over im2col).
+    (1, 3, 17, 4, 2, 3, 1, 1),
     (2, 8, 6, 10, 9, 1, 1, 0),
     (1, 1, 1, 1, 1, 1, 1, 0),
     (2, 3, 5, 7, 4, 3, 1, 1),
@@ -29,6 +31,11 @@ const CONVS: [ConvCase; 17] = [
     // C >= 16, O < 32, stride 1: the dense input gradient runs as a flipped forward conv.
     (2, 16, 5, 6, 3, 3, 1, 1),
     (1, 17, 4, 3, 2, 1, 1, 0),
+    // Odd planes of at least 64 outputs, with and without padding, 3x3 and 1x1: the direct
+    // sparse kernels' edge handling (smaller planes run as CSR over im2col).
+    (2, 5, 9, 11, 4, 3, 1, 1),
+    (1, 3, 10, 11, 2, 3, 1, 0),
+    (1, 4, 8, 9, 3, 1, 1, 0),
     // 40 channels of 16x16: the direct sparse kernels split the source planes into several
     // L1 blocks and the destination planes into several tiles.
     (1, 40, 16, 16, 40, 3, 1, 1),
