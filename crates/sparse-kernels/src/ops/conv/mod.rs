@@ -9,8 +9,10 @@
 //! gradient `dY·colᵀ` either densely or only at the mask (SDDMM). Per-group weight
 //! gradients are summed in group order, so results do not depend on thread scheduling.
 //!
-//! Sparse weights on stride-1 convolutions skip im2col entirely: the direct sparse
-//! convolution (`direct`) touches only active weights in all three passes.
+//! Sparse weights on stride-1 convolutions with output planes of at least 64 positions skip
+//! im2col entirely: the direct sparse convolution (`direct`) touches only active weights in
+//! all three passes. Smaller planes (the last stages of ResNet-18 and VGG-16 on CIFAR) run
+//! as CSR over the unfolding, which measured up to 3.6x faster there.
 
 pub(crate) mod cpu;
 mod cuda;
