@@ -8,30 +8,50 @@ use crate::backend::CpuBackend;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// Per-channel sums of `f(ch, i)` over the channel's elements `i`, in f64, in a fixed order
-/// (eight interleaved partial sums per contiguous `hw` run, so the loop vectorises).
-fn channel_sums(b: usize, c: usize, hw: usize, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
-    const LANES: usize = 8;
-    (0..c)
+/// Lanes of the per-channel partial sums: lane `l` of a run takes its elements `l, l+8, ...`
+/// (so the loop vectorises); the last `len % 8` elements go to a sequential tail.
+const LANES: usize = 8;
+
+/// Per-channel sums over the `hw`-element runs of `[B, C, HW]` tensors, in f64 and in a
+/// fixed order: `K` sums at once, `f(ch, a, b)` giving the `K` terms of one element from
+/// the runs' values in `a` and `b` (the same tensor twice when there is one input). The
+/// order (eight lanes in image order, then their total, then the tail) does not depend on
+/// threads.
+fn channel_sums<const K: usize>(
+    (b, c, hw): (usize, usize, usize),
+    a: &[f32],
+    bs: &[f32],
+    f: impl Fn(usize, f32, f32) -> [f64; K] + Sync,
+) -> [Vec<f64>; K] {
+    let per: Vec<[f64; K]> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut acc = [0f64; LANES];
-            let mut tail = 0f64;
+            let mut acc = [[0f64; LANES]; K];
+            let mut tail = [0f64; K];
             for bi in 0..b {
                 let base = (bi * c + ch) * hw;
-                let full = hw / LANES * LANES;
-                for j in (base..base + full).step_by(LANES) {
-                    for (l, a) in acc.iter_mut().enumerate() {
-                        *a += f(ch, j + l);
+                let (ra, rb) = (&a[base..base + hw], &bs[base..base + hw]);
+                let (ca, cb) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
+                let (ta, tb) = (ca.remainder(), cb.remainder());
+                for (xa, xb) in ca.zip(cb) {
+                    for l in 0..LANES {
+                        let v = f(ch, xa[l], xb[l]);
+                        for k in 0..K {
+                            acc[k][l] += v[k];
+                        }
                     }
                 }
-                for i in base + full..base + hw {
-                    tail += f(ch, i);
+                for (&xa, &xb) in ta.iter().zip(tb) {
+                    let v = f(ch, xa, xb);
+                    for k in 0..K {
+                        tail[k] += v[k];
+                    }
                 }
             }
-            acc.iter().sum::<f64>() + tail
+            std::array::from_fn(|k| acc[k].iter().sum::<f64>() + tail[k])
         })
-        .collect()
+        .collect();
+    std::array::from_fn(|k| per.iter().map(|s| s[k]).collect())
 }
 
 impl NormOps for CpuBackend {
@@ -46,17 +66,13 @@ impl NormOps for CpuBackend {
         let (b, c, hw) = dims(x)?;
         let n = b * hw;
         let xs = x.cpu_data()?;
-        let mean: Vec<f64> = channel_sums(b, c, hw, |_, i| xs[i] as f64)
-            .iter()
-            .map(|s| s / n as f64)
-            .collect();
-        let var: Vec<f64> = channel_sums(b, c, hw, |ch, i| {
-            let d = xs[i] as f64 - mean[ch];
-            d * d
-        })
-        .iter()
-        .map(|s| s / n as f64)
-        .collect();
+        let [sum] = channel_sums((b, c, hw), xs, xs, |_, v, _| [v as f64]);
+        let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
+        let [sq] = channel_sums((b, c, hw), xs, xs, |ch, v, _| {
+            let d = v as f64 - mean[ch];
+            [d * d]
+        });
+        let var: Vec<f64> = sq.iter().map(|s| s / n as f64).collect();
         let inv_std: Vec<f32> = var
             .iter()
             .map(|v| (1.0 / (v + p.eps as f64).sqrt()) as f32)
@@ -69,11 +85,13 @@ impl NormOps for CpuBackend {
             .zip(xs.par_chunks(c * hw))
             .for_each(|((xh, yy), xx)| {
                 for ch in 0..c {
-                    let (m, is) = (mean[ch] as f32, inv_std[ch]);
-                    for i in ch * hw..(ch + 1) * hw {
-                        let v = (xx[i] - m) * is;
-                        xh[i] = v;
-                        yy[i] = g[ch] * v + bt[ch];
+                    let (m, is, gc, bc) = (mean[ch] as f32, inv_std[ch], g[ch], bt[ch]);
+                    let r = ch * hw..(ch + 1) * hw;
+                    for ((h, o), &v) in xh[r.clone()].iter_mut().zip(&mut yy[r.clone()]).zip(&xx[r])
+                    {
+                        let v = (v - m) * is;
+                        *h = v;
+                        *o = gc * v + bc;
                     }
                 }
             });
@@ -132,8 +150,9 @@ impl NormOps for CpuBackend {
         let n = (b * hw) as f64;
         let (d, xh) = (dy.cpu_data()?, cache.xhat.cpu_data()?);
         let inv_std = cache.inv_std.cpu_data()?;
-        let sum_dy = channel_sums(b, c, hw, |_, i| d[i] as f64);
-        let sum_dy_xh = channel_sums(b, c, hw, |_, i| d[i] as f64 * xh[i] as f64);
+        let [sum_dy, sum_dy_xh] = channel_sums((b, c, hw), d, xh, |_, dv, hv| {
+            [dv as f64, dv as f64 * hv as f64]
+        });
         let g = gamma.cpu_data()?;
         let mut dx = vec![0f32; d.len()];
         dx.par_chunks_mut(c * hw)
@@ -143,8 +162,10 @@ impl NormOps for CpuBackend {
                 for ch in 0..c {
                     let k = g[ch] * inv_std[ch] / n as f32;
                     let (s1, s2) = (sum_dy[ch] as f32, sum_dy_xh[ch] as f32);
-                    for i in ch * hw..(ch + 1) * hw {
-                        dxx[i] = k * (n as f32 * dd[i] - s1 - xx[i] * s2);
+                    let (nf, r) = (n as f32, ch * hw..(ch + 1) * hw);
+                    for ((o, &dv), &hv) in dxx[r.clone()].iter_mut().zip(&dd[r.clone()]).zip(&xx[r])
+                    {
+                        *o = k * (nf * dv - s1 - hv * s2);
                     }
                 }
             });
