@@ -9,7 +9,7 @@ use sparse_kernels::{test_device, Device, SparseWeight, Tensor, WeightGrad, Weig
 
 /// (batch, in, h, w, out, k, stride, pad)
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
-const CONVS: [ConvCase; 21] = [
+const CONVS: [ConvCase; 23] = [
     // Widths 32/16/8/4 and odd heights exercise the direct sparse kernels' fixed paths.
     (1, 2, 32, 32, 2, 3, 1, 1),
     (2, 3, 5, 16, 4, 3, 1, 1),
@@ -39,6 +39,10 @@ const CONVS: [ConvCase; 21] = [
     // 40 channels of 16x16: the direct sparse kernels split the source planes into several
     // L1 blocks and the destination planes into several tiles.
     (1, 40, 16, 16, 40, 3, 1, 1),
+    // Dense same convolutions on planes of at least 256 run without im2col (shifted views
+    // of a padded NHWC copy): several images per group and a ragged last group, and 5x5.
+    (5, 3, 16, 17, 4, 3, 1, 1),
+    (2, 3, 16, 16, 2, 5, 1, 2),
 ];
 
 fn conv_forward_all_paths_match_direct_reference(dev: &Device) -> TestResult {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::{direct, ConvGeom};
+use super::{direct, shifted, ConvGeom};
 use crate::ops::gemm::cpu::sgemm;
 use sparse_core::Mask;
 
@@ -26,7 +26,7 @@ thread_local! {
 /// Runs `f` on a per-thread scratch slice of `len` elements with unspecified contents
 /// (callers overwrite every element before reading it). Re-entrant: a nested call on the
 /// same thread (rayon work stealing) gets its own buffer.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.with(Cell::take);
     if buf.len() < len {
         buf.resize(len, 0.0);
@@ -40,7 +40,7 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 }
 
 /// Images per group.
-fn group_size(g: &ConvGeom) -> usize {
+pub(super) fn group_size(g: &ConvGeom) -> usize {
     GROUP_COLS.div_ceil(g.p().max(1)).clamp(1, g.b.max(1))
 }
 
@@ -133,7 +133,7 @@ fn col2im(g: &ConvGeom, dcol: &[f32], gb: usize, dx: &mut [f32]) {
 }
 
 /// Groups of the batch: `(first image, images)`.
-fn groups(g: &ConvGeom) -> Vec<(usize, usize)> {
+pub(super) fn groups(g: &ConvGeom) -> Vec<(usize, usize)> {
     let gs = group_size(g);
     (0..g.b)
         .step_by(gs)
@@ -142,11 +142,14 @@ fn groups(g: &ConvGeom) -> Vec<(usize, usize)> {
 }
 
 /// Whether groups run in parallel (inner products serial) or in sequence (inner parallel).
-fn parallel_groups(n_groups: usize) -> bool {
+pub(super) fn parallel_groups(n_groups: usize) -> bool {
     n_groups >= rayon::current_num_threads() && n_groups > 1
 }
 
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &CpuWeight) -> Vec<f32> {
+    if shifted::applies(g, w) {
+        return shifted::forward(g, x, w);
+    }
     forward_with(g, x, &|col, n, out, par| w.mul(col, n, out, par))
 }
 
@@ -256,6 +259,12 @@ pub(crate) fn backward(
     need_dx: bool,
     wgrad: Option<&Mask>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
+    if wgrad.is_none() && shifted::applies(g, w) {
+        let dx =
+            need_dx.then(|| profile::time(Phase::InputGrad, || shifted::backward_input(g, dy, w)));
+        let dw = profile::time(Phase::WeightGrad, || shifted::backward_weight(g, dy, x));
+        return (dx, dw);
+    }
     if need_dx && flipped_dx_applies(g, w) {
         let dx = profile::time(Phase::InputGrad, || backward_input_flipped(g, dy, w));
         return (Some(dx), backward(g, dy, x, w, false, wgrad).1);

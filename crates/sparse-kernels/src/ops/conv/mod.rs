@@ -9,6 +9,10 @@
 //! gradient `dY·colᵀ` either densely or only at the mask (SDDMM). Per-group weight
 //! gradients are summed in group order, so results do not depend on thread scheduling.
 //!
+//! Dense or masked weights on stride-1 "same" convolutions with output planes of at least
+//! 256 positions skip im2col too (`shifted`): one GEMM per kernel row over a strided view of
+//! a zero-padded NHWC copy of the input.
+//!
 //! Sparse weights on stride-1 convolutions with output planes of at least 64 positions skip
 //! im2col entirely: the direct sparse convolution (`direct`) touches only active weights in
 //! all three passes. Smaller planes (the last stages of ResNet-18 and VGG-16 on CIFAR) run
@@ -18,6 +22,7 @@ pub(crate) mod cpu;
 mod cuda;
 mod direct;
 mod plane_simd;
+mod shifted;
 
 use crate::dispatch;
 use crate::error::{shape_err, Result};

@@ -3,6 +3,31 @@
 /// Products below this many multiply-adds run single-threaded.
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
 
+/// A read-only matrix view: element `(i, j)` at `data[i·rs + j·cs]`. Rows may overlap
+/// (`rs` smaller than the row's extent), as in the shifted views of a padded NHWC image.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl View<'_> {
+    /// A row-major `rows x cols` matrix.
+    pub fn rows(data: &[f32], cols: usize) -> View<'_> {
+        View {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// Whether every element of a `rows x cols` view lies inside `data`.
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
 /// Row-major `C (m x n) = alpha · op(A) · op(B) + beta · C`. `A` is stored `m x k`
 /// (or `k x m` when `ta`), `B` is stored `k x n` (or `n x k` when `tb`). `parallel`
 /// allows the rayon pool (pass false from inside a rayon task).
@@ -20,7 +45,38 @@ pub(crate) fn sgemm(
     c: &mut [f32],
     parallel: bool,
 ) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    let a = if ta {
+        View {
+            data: a,
+            rs: 1,
+            cs: m,
+        }
+    } else {
+        View::rows(a, k)
+    };
+    let b = if tb {
+        View {
+            data: b,
+            rs: 1,
+            cs: k,
+        }
+    } else {
+        View::rows(b, n)
+    };
+    sgemm_view((m, n, k), alpha, a, b, beta, c, parallel);
+}
+
+/// Row-major `C (m x n) = alpha · A (m x k) · B (k x n) + beta · C` over strided views.
+pub(crate) fn sgemm_view(
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    a: View,
+    b: View,
+    beta: f32,
+    c: &mut [f32],
+    parallel: bool,
+) {
+    assert!(a.covers(m, k) && b.covers(k, n) && c.len() >= m * n);
     if m == 0 || n == 0 {
         return;
     }
@@ -31,15 +87,14 @@ pub(crate) fn sgemm(
         }
         return;
     }
-    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
     let par = if parallel && m * n * k >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the asserted lengths cover every element addressed by the strides above.
-    // gemm's convention is dst := alpha·dst + beta·lhs·rhs, hence the swapped scalars.
+    // SAFETY: `covers` checked that every element addressed by the views' strides lies in
+    // its slice, and `c` holds `m x n`. gemm's convention is dst := alpha·dst +
+    // beta·lhs·rhs, hence the swapped scalars.
     unsafe {
         gemm::gemm(
             m,
@@ -49,12 +104,12 @@ pub(crate) fn sgemm(
             1,
             n as isize,
             beta != 0.0,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
             beta,
             alpha,
             false,
