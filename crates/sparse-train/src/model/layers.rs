@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use sparse_algos::Param;
-use sparse_kernels::ops::activation::{add, relu, relu_backward};
+use sparse_kernels::ops::activation::{add_assign, relu, relu_backward};
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
 use sparse_kernels::ops::linear::{linear_backward, linear_forward};
 use sparse_kernels::ops::norm::{
@@ -116,7 +116,8 @@ pub struct Residual {
     pub main: Vec<Node>,
     /// Projection shortcut (empty: identity).
     pub shortcut: Vec<Node>,
-    y: Option<Tensor>,
+    /// The sum before the ReLU, for its backward (`relu(z) > 0` exactly where `z > 0`).
+    z: Option<Tensor>,
 }
 
 /// A network node.
@@ -127,7 +128,8 @@ pub enum Node {
     Linear(Linear),
     /// BatchNorm.
     Bn(Bn),
-    /// ReLU (caches its output).
+    /// ReLU (caches its input: `relu(x) > 0` exactly where `x > 0`, so the backward mask is
+    /// the same and no copy of the output is kept).
     Relu(Option<Tensor>),
     /// 2x2 max-pool (caches argmax and input shape).
     MaxPool(Option<(IndexTensor, Vec<usize>)>),
@@ -242,7 +244,7 @@ impl Node {
             Node::Relu(cache) => {
                 let y = relu(&x)?;
                 if ctx.train {
-                    *cache = Some(y.clone());
+                    *cache = Some(x);
                 }
                 y
             }
@@ -275,9 +277,10 @@ impl Node {
                 for n in &mut r.shortcut {
                     s = n.forward(s, ctx)?;
                 }
-                let y = relu(&add(&m, &s)?)?;
+                add_assign(&mut m, &s)?;
+                let y = relu(&m)?;
                 if ctx.train {
-                    r.y = Some(y.clone());
+                    r.z = Some(m);
                 }
                 y
             }
@@ -353,10 +356,10 @@ impl Node {
                 g.dx
             }
             Node::Relu(cache) => {
-                let Some(y) = cache.take() else {
+                let Some(x) = cache.take() else {
                     bail!("relu backward without a training forward")
                 };
-                relu_backward(&dy, &y)?
+                relu_backward(&dy, &x)?
             }
             Node::MaxPool(cache) => {
                 let Some((arg, shape)) = cache.take() else {
@@ -383,10 +386,10 @@ impl Node {
                 dy.reshape(shape)?
             }
             Node::Residual(r) => {
-                let Some(y) = r.y.take() else {
+                let Some(z) = r.z.take() else {
                     bail!("residual backward without a training forward")
                 };
-                let d = relu_backward(&dy, &y)?;
+                let d = relu_backward(&dy, &z)?;
                 let mut gm = d.clone();
                 for n in r.main.iter_mut().rev() {
                     gm = n.backward(gm, ctx, true)?;
@@ -395,7 +398,8 @@ impl Node {
                 for n in r.shortcut.iter_mut().rev() {
                     gs = n.backward(gs, ctx, true)?;
                 }
-                add(&gm, &gs)?
+                add_assign(&mut gm, &gs)?;
+                gm
             }
         })
     }
@@ -465,7 +469,7 @@ impl Residual {
         Residual {
             main,
             shortcut,
-            y: None,
+            z: None,
         }
     }
 }

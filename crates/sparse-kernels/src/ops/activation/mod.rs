@@ -36,7 +36,8 @@ pub fn relu_inplace(x: &mut Tensor) -> Result<()> {
     dispatch!(x.device(), ElementwiseOps::relu_inplace(x))
 }
 
-/// ReLU backward from the forward *output* `y`: `dx = dy · [y > 0]`.
+/// ReLU backward: `dx = dy · [y > 0]`, where `y` may be the forward's output or its input
+/// (`max(x, 0) > 0` exactly where `x > 0`, NaN and −0 included).
 pub fn relu_backward(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
     same_shape("relu_backward", dy, y)?;
     dispatch!(dy.device(), ElementwiseOps::relu_backward(dy, y))
