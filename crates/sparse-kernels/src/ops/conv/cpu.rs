@@ -198,28 +198,42 @@ fn flipped_dx_applies(g: &ConvGeom, w: &CpuWeight) -> bool {
         && !matches!(w, CpuWeight::Sparse(_))
 }
 
-/// `dx` of a stride-1 convolution as `conv(dY, flip(W)ᵀ)` (see [`flipped_dx_applies`]).
-fn backward_input_flipped(g: &ConvGeom, dy: &[f32], w: &CpuWeight) -> Vec<f32> {
+/// The effective weight (`W ⊙ M` for a masked one) with element `[oc, ci, i, j]` moved to
+/// `to(oc, ci, i, j)` (a permutation of the `O·C·kh·kw` positions).
+pub(super) fn permuted_weight(
+    g: &ConvGeom,
+    w: &CpuWeight,
+    to: impl Fn(usize, usize, usize, usize) -> usize,
+) -> Vec<f32> {
     let (o, c, kh, kw) = (g.o, g.c, g.kh, g.kw);
     let (src, mask) = match w {
         CpuWeight::Dense(t, _) => (*t, None),
         CpuWeight::Masked(t, m, _) => (*t, Some(*m)),
-        CpuWeight::Sparse(_) => unreachable!("sparse weights use the direct kernels"),
+        CpuWeight::Sparse(_) => unreachable!("sparse weights run CSR or direct kernels"),
     };
-    // wf[ci, oc, kh-1-i, kw-1-j] = W[oc, ci, i, j] (· mask)
-    let mut wf = vec![0f32; o * c * kh * kw];
+    let mut dst = vec![0f32; o * c * kh * kw];
     for oc in 0..o {
         for ci in 0..c {
             for i in 0..kh {
                 for j in 0..kw {
                     let f = ((oc * c + ci) * kh + i) * kw + j;
                     if mask.is_none_or(|m| m.get(f)) {
-                        wf[((ci * o + oc) * kh + kh - 1 - i) * kw + kw - 1 - j] = src[f];
+                        dst[to(oc, ci, i, j)] = src[f];
                     }
                 }
             }
         }
     }
+    dst
+}
+
+/// `dx` of a stride-1 convolution as `conv(dY, flip(W)ᵀ)` (see [`flipped_dx_applies`]).
+fn backward_input_flipped(g: &ConvGeom, dy: &[f32], w: &CpuWeight) -> Vec<f32> {
+    let (o, c, kh, kw) = (g.o, g.c, g.kh, g.kw);
+    // wf[ci, oc, kh-1-i, kw-1-j] = W[oc, ci, i, j] (· mask)
+    let wf = permuted_weight(g, w, |oc, ci, i, j| {
+        ((ci * o + oc) * kh + kh - 1 - i) * kw + kw - 1 - j
+    });
     let gt = ConvGeom {
         b: g.b,
         c: o,

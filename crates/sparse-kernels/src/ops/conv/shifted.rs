@@ -18,7 +18,7 @@
 //! forward of `dY` with the flipped, transposed kernel (a same convolution again).
 //! Per-group weight gradients are summed in group order, so results do not depend on threads.
 
-use super::cpu::{group_size, groups, parallel_groups, with_scratch};
+use super::cpu::{group_size, groups, parallel_groups, permuted_weight, with_scratch};
 use super::ConvGeom;
 use crate::ops::gemm::cpu::{sgemm_view, View};
 use crate::ops::sparse::cpu::for_each_chunk;
@@ -99,25 +99,7 @@ fn pad_nhwc(g: &ConvGeom, x: &[f32], b0: usize, gb: usize, out: &mut [f32]) {
 /// The effective weight (`W ⊙ M` for a masked one) reordered to `[ki][o][kj·C + c]`.
 fn reorder(g: &ConvGeom, w: &CpuWeight) -> Vec<f32> {
     let (o, c, k) = (g.o, g.c, g.kh);
-    let (src, mask) = match w {
-        CpuWeight::Dense(t, _) => (*t, None),
-        CpuWeight::Masked(t, m, _) => (*t, Some(*m)),
-        CpuWeight::Sparse(_) => unreachable!("sparse weights do not run shifted"),
-    };
-    let mut wr = vec![0f32; k * o * k * c];
-    for oc in 0..o {
-        for ch in 0..c {
-            for ki in 0..k {
-                for kj in 0..k {
-                    let f = ((oc * c + ch) * k + ki) * k + kj;
-                    if mask.is_none_or(|m| m.get(f)) {
-                        wr[(ki * o + oc) * k * c + kj * c + ch] = src[f];
-                    }
-                }
-            }
-        }
-    }
-    wr
+    permuted_weight(g, w, |oc, ch, ki, kj| (ki * o + oc) * k * c + kj * c + ch)
 }
 
 /// `Y = conv(x, W)` for a geometry where [`applies`] holds.
@@ -174,18 +156,9 @@ pub(super) fn backward_input(g: &ConvGeom, dy: &[f32], w: &CpuWeight) -> Vec<f32
     let (o, c, k) = (g.o, g.c, g.kh);
     let gt = ConvGeom { c: o, o: c, ..*g };
     // Reordered flipped weight: W'_ki[ci][kj·O + oc] = W[oc, ci, k-1-ki, k-1-kj].
-    let wr = reorder(g, w);
-    let mut wf = vec![0f32; k * c * k * o];
-    for ki in 0..k {
-        for oc in 0..o {
-            for kj in 0..k {
-                for ci in 0..c {
-                    let v = wr[((k - 1 - ki) * o + oc) * k * c + (k - 1 - kj) * c + ci];
-                    wf[(ki * c + ci) * k * o + kj * o + oc] = v;
-                }
-            }
-        }
-    }
+    let wf = permuted_weight(g, w, |oc, ci, i, j| {
+        ((k - 1 - i) * c + ci) * k * o + (k - 1 - j) * o + oc
+    });
     forward_reordered(&gt, dy, &wf)
 }
 

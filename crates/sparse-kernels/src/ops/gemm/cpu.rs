@@ -22,6 +22,15 @@ impl View<'_> {
         }
     }
 
+    /// The transpose of a row-major `cols x rows` matrix, viewed as `rows x cols`.
+    pub fn transposed(data: &[f32], rows: usize) -> View<'_> {
+        View {
+            data,
+            rs: 1,
+            cs: rows,
+        }
+    }
+
     /// Whether every element of a `rows x cols` view lies inside `data`.
     fn covers(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
@@ -46,20 +55,12 @@ pub(crate) fn sgemm(
     parallel: bool,
 ) {
     let a = if ta {
-        View {
-            data: a,
-            rs: 1,
-            cs: m,
-        }
+        View::transposed(a, m)
     } else {
         View::rows(a, k)
     };
     let b = if tb {
-        View {
-            data: b,
-            rs: 1,
-            cs: k,
-        }
+        View::transposed(b, k)
     } else {
         View::rows(b, n)
     };
