@@ -155,6 +155,42 @@ fn conv_resnet20_stages(c: &mut Criterion) {
     g.finish();
 }
 
+/// Where sparse execution starts to pay on ResNet-20's stage shapes (batch 128, forward and
+/// both gradients at the mask): the dense-executed masked weight (`dense_at_mask`, what
+/// `ExecPolicy` runs above its threshold) against the sparse weight, by density in percent.
+fn conv_resnet20_by_density(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv3x3_resnet20_b128_by_density");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (ch, hw) in [(16usize, 32usize), (32, 16), (64, 8)] {
+        let x = tensor(&[128, ch, hw, hw], 21);
+        let w = tensor(&[ch, ch, 3, 3], 22);
+        let dy = tensor(&[128, ch, hw, hw], 23);
+        let p = Conv2dParams::new(1, 1);
+        for d in [5u32, 10, 20, 30, 40] {
+            let mk = DeviceMask::cpu(mask(w.shape(), d as f64 / 100.0, d as u64));
+            let wm = masked(&w, mk.mask());
+            let sw = SparseWeight::new(&wm, &mk).unwrap();
+            for (name, wr) in [
+                ("dense_at_mask", WeightRef::Dense(&wm)),
+                ("sparse", WeightRef::Sparse(&sw)),
+            ] {
+                let id = BenchmarkId::new(format!("c{ch}_{hw}x{hw}/{name}"), d);
+                g.bench_function(id, |b| {
+                    b.iter(|| {
+                        let y = conv2d_forward(&x, wr, p).unwrap();
+                        let at = WeightGrad::AtMask(&mk);
+                        let gr = conv2d_backward(&dy, &x, wr, p, true, at).unwrap();
+                        black_box((y, gr))
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
 fn mask_update(c: &mut Criterion) {
     // ResNet-50-sized: 25M weights, 90% sparse, drop fraction 0.3.
     let n = 25_000_000;
@@ -181,6 +217,7 @@ criterion_group!(
     spmm_vs_dense,
     conv_train_step,
     conv_resnet20_stages,
+    conv_resnet20_by_density,
     mask_update
 );
 criterion_main!(benches);
