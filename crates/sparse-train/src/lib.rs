@@ -4,6 +4,7 @@
 //! ([`trainer`]), the run directory ([`run`]), checkpoints and export ([`checkpoint`]), run
 //! outputs ([`report`]) and the `sparse-train` command-line tool (`src/main.rs`).
 
+pub mod alloc;
 pub mod bench;
 pub mod bench_gpu;
 pub mod checkpoint;

@@ -362,6 +362,7 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn main() {
+    sparse_train::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.cmd.unwrap_or_else(|| Cmd::Train(Box::default())) {
         Cmd::Train(a) => train(*a),
