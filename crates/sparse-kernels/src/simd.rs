@@ -83,6 +83,34 @@ dispatch_fma!(
     pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 => dot_generic
 );
 
+#[inline(always)]
+fn dots_into_generic<const F: bool>(
+    a: &[f32],
+    n: usize,
+    (t0, t1): (usize, usize),
+    b: &[f32],
+    rows: &[u32],
+    out: &mut [f32],
+) {
+    for (o, &r) in out.iter_mut().zip(rows) {
+        let r = r as usize;
+        *o += dot_generic::<F>(&a[r * n + t0..r * n + t1], b);
+    }
+}
+
+dispatch_fma!(
+    /// `out[e] += dot(a[rows[e]·n + t0 .. rows[e]·n + t1], b)` for every `e`: many
+    /// [`dot`]s against one vector (the same sums, one dispatch).
+    pub(crate) fn dots_into(
+        a: &[f32],
+        n: usize,
+        tile: (usize, usize),
+        b: &[f32],
+        rows: &[u32],
+        out: &mut [f32],
+    ) => dots_into_generic
+);
+
 /// True when the running CPU has AVX-512F besides AVX2 and FMA (checked once).
 #[inline]
 pub(crate) fn has_avx512() -> bool {

@@ -13,3 +13,4 @@ pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod sparse;
+pub(crate) mod transpose;

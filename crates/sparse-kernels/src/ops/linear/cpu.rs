@@ -10,24 +10,9 @@ use crate::ops::gemm::cpu::sgemm;
 use crate::ops::sparse::cpu as sp;
 use crate::ops::sparse::weight::CpuWeight;
 use crate::ops::sparse::{WeightGrad, WeightRef};
+use crate::ops::transpose::transpose;
 use crate::profile::{self, Phase};
 use crate::tensor::Tensor;
-
-/// Row-major transpose of an `r x c` matrix.
-pub(crate) fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
-    let mut t = vec![0f32; r * c];
-    const B: usize = 32;
-    for i0 in (0..r).step_by(B) {
-        for j0 in (0..c).step_by(B) {
-            for i in i0..(i0 + B).min(r) {
-                for j in j0..(j0 + B).min(c) {
-                    t[j * r + i] = a[i * c + j];
-                }
-            }
-        }
-    }
-    t
-}
 
 impl LinearOps for CpuBackend {
     fn linear_forward(
@@ -73,7 +58,15 @@ impl LinearOps for CpuBackend {
             WeightGrad::Dense => sgemm(o, i, b, 1.0, &dyt, false, xs, false, 0.0, &mut dw, true),
             WeightGrad::AtMask(m) => {
                 let xt = transpose(xs, b, i);
-                sp::sddmm_mask(m.mask(), o, i, &dyt, &xt, b, &mut dw, true);
+                match cw {
+                    // The sparse form's transpose already lists each column's rows.
+                    CpuWeight::Sparse(s) if s.mask_version() == m.version() => {
+                        let t = s.csr_t();
+                        let structure = (t.row_ptr(), t.col_idx());
+                        sp::sddmm_columns(structure, i, &dyt, &xt, b, &mut dw, true)
+                    }
+                    _ => sp::sddmm_mask(m.mask(), o, i, &dyt, &xt, b, &mut dw, true),
+                }
             }
         });
         let dx = profile::time(Phase::InputGrad, || -> Result<Option<Tensor>> {

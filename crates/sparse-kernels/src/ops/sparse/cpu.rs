@@ -153,7 +153,8 @@ pub(crate) fn sddmm_csr(s: &Csr, dy: &[f32], x: &[f32], n: usize) -> Vec<f32> {
 /// in L2 while every column's entries are computed).
 const SDDMM_TILE: usize = 512;
 
-/// Dense-layout SDDMM: `out[r, c] = dot(dY[r], X[c])` at set mask bits, 0 elsewhere.
+/// Dense-layout SDDMM: `out[r, c] = dot(dY[r], X[c])` at set mask bits. `out` must be
+/// zero on entry (callers pass fresh buffers) and stays zero elsewhere.
 ///
 /// Entries are visited column by column (through the transposed structure), so one row of
 /// `X` stays in L1 while it meets every active row of `dY`, and the reduction dimension is
@@ -169,7 +170,6 @@ pub(crate) fn sddmm_mask(
     out: &mut [f32],
     parallel: bool,
 ) {
-    out[..rows * cols].iter_mut().for_each(|v| *v = 0.0);
     if cols == 0 || rows == 0 {
         return;
     }
@@ -188,6 +188,25 @@ pub(crate) fn sddmm_mask(
         row_of[next[c] as usize] = (i / cols) as u32;
         next[c] += 1;
     }
+    sddmm_columns((&col_ptr, &row_of), cols, dy, x, n, out, parallel);
+}
+
+/// [`sddmm_mask`] over a given transposed structure `(col_ptr, row_of)`: for each column,
+/// its active rows in ascending order (a [`SparseWeight`](super::SparseWeight)'s `csr_t`
+/// holds exactly that).
+pub(crate) fn sddmm_columns(
+    (col_ptr, row_of): (&[u32], &[u32]),
+    cols: usize,
+    dy: &[f32],
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    parallel: bool,
+) {
+    debug_assert!(
+        out.iter().all(|&v| v == 0.0),
+        "sddmm: out must start at zero"
+    );
     let mut acc = vec![0f32; row_of.len()];
     // Column blocks own disjoint slices of `acc`.
     let cblock = if parallel {
@@ -212,11 +231,16 @@ pub(crate) fn sddmm_mask(
         while t0 < n {
             let t1 = (t0 + SDDMM_TILE).min(n);
             for c in c0..c1 {
+                let (e0, e1) = (col_ptr[c] as usize, col_ptr[c + 1] as usize);
                 let xr = &x[c * n + t0..c * n + t1];
-                for e in col_ptr[c] as usize..col_ptr[c + 1] as usize {
-                    let r = row_of[e] as usize;
-                    a[e - base] += simd::dot(&dy[r * n + t0..r * n + t1], xr);
-                }
+                simd::dots_into(
+                    dy,
+                    n,
+                    (t0, t1),
+                    xr,
+                    &row_of[e0..e1],
+                    &mut a[e0 - base..e1 - base],
+                );
             }
             t0 = t1;
         }

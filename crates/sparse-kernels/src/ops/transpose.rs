@@ -1,0 +1,163 @@
+//! Row-major matrix transpose on the CPU: 8x8 AVX register tiles where the CPU has AVX,
+//! cache-blocked scalar loops otherwise and at the edges. Pure data movement, so every path
+//! gives the same bits.
+
+/// Side of the cache blocks (in elements) both paths walk.
+const BLOCK: usize = 32;
+
+/// The transpose (`c x r`) of a row-major `r x c` matrix.
+pub(crate) fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut t = vec![0f32; r * c];
+    transpose_into(a, r, c, &mut t);
+    t
+}
+
+/// Writes the transpose of the row-major `r x c` matrix `a` into `t` (`c x r`).
+pub(crate) fn transpose_into(a: &[f32], r: usize, c: usize, t: &mut [f32]) {
+    assert!(
+        a.len() >= r * c && t.len() >= r * c,
+        "transpose: buffers too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx") {
+            // SAFETY: AVX is available (checked above) and both buffers hold r·c elements
+            // (asserted above), which bounds every tile's loads and stores.
+            unsafe { avx::transpose(a, r, c, t) };
+            return;
+        }
+    }
+    scalar(a, r, c, t, 0, r, 0, c);
+}
+
+/// Scalar transpose of rows `i0..i1` and columns `j0..j1`, in cache blocks.
+#[allow(clippy::too_many_arguments)]
+fn scalar(
+    a: &[f32],
+    r: usize,
+    c: usize,
+    t: &mut [f32],
+    i0: usize,
+    i1: usize,
+    j0: usize,
+    j1: usize,
+) {
+    for ib in (i0..i1).step_by(BLOCK) {
+        for jb in (j0..j1).step_by(BLOCK) {
+            for i in ib..(ib + BLOCK).min(i1) {
+                let row = &a[i * c..i * c + c];
+                for j in jb..(jb + BLOCK).min(j1) {
+                    t[j * r + i] = row[j];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    use super::{scalar, BLOCK};
+
+    /// Tiles of 8x8 through registers, in `BLOCK`-sized cache blocks; the ragged right and
+    /// bottom edges go through the scalar loop.
+    ///
+    /// # Safety
+    /// The CPU must have AVX, and `a` and `t` must hold at least `r·c` elements.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn transpose(a: &[f32], r: usize, c: usize, t: &mut [f32]) {
+        let (r8, c8) = (r / 8 * 8, c / 8 * 8);
+        let (src, dst) = (a.as_ptr(), t.as_mut_ptr());
+        for ib in (0..r8).step_by(BLOCK) {
+            for jb in (0..c8).step_by(BLOCK) {
+                for i in (ib..(ib + BLOCK).min(r8)).step_by(8) {
+                    for j in (jb..(jb + BLOCK).min(c8)).step_by(8) {
+                        // SAFETY: i + 8 <= r and j + 8 <= c, so the tile's rows
+                        // `src[(i + k)·c + j ..][..8]` and `dst[(j + k)·r + i ..][..8]` lie
+                        // inside the r·c buffers.
+                        unsafe { tile(src.add(i * c + j), c, dst.add(j * r + i), r) };
+                    }
+                }
+            }
+        }
+        scalar(a, r, c, t, 0, r8, c8, c);
+        scalar(a, r, c, t, r8, r, 0, c);
+    }
+
+    /// Transposes one 8x8 tile (`src` rows `ls` apart into `dst` rows `ld` apart).
+    ///
+    /// # Safety
+    /// AVX, and eight readable rows of 8 at `src` and eight writable rows of 8 at `dst`.
+    #[target_feature(enable = "avx")]
+    #[inline]
+    unsafe fn tile(src: *const f32, ls: usize, dst: *mut f32, ld: usize) {
+        // SAFETY: the caller guarantees the eight rows at `src` and at `dst`.
+        unsafe {
+            let r: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(src.add(k * ls)));
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let out = [
+                _mm256_permute2f128_ps::<0x20>(s0, s4),
+                _mm256_permute2f128_ps::<0x20>(s1, s5),
+                _mm256_permute2f128_ps::<0x20>(s2, s6),
+                _mm256_permute2f128_ps::<0x20>(s3, s7),
+                _mm256_permute2f128_ps::<0x31>(s0, s4),
+                _mm256_permute2f128_ps::<0x31>(s1, s5),
+                _mm256_permute2f128_ps::<0x31>(s2, s6),
+                _mm256_permute2f128_ps::<0x31>(s3, s7),
+            ];
+            for (k, v) in out.into_iter().enumerate() {
+                _mm256_storeu_ps(dst.add(k * ld), v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_definition_on_ragged_shapes() {
+        for (r, c) in [
+            (1, 1),
+            (8, 8),
+            (3, 17),
+            (64, 784),
+            (300, 64),
+            (41, 9),
+            (9, 41),
+            (0, 5),
+        ] {
+            let a: Vec<f32> = (0..r * c).map(|v| v as f32 * 0.5 - 7.0).collect();
+            let t = transpose(&a, r, c);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(
+                        t[j * r + i].to_bits(),
+                        a[i * c + j].to_bits(),
+                        "{r}x{c} at {i},{j}"
+                    );
+                }
+            }
+            let mut s = vec![0f32; r * c];
+            scalar(&a, r, c, &mut s, 0, r, 0, c);
+            assert_eq!(s, t, "{r}x{c}: scalar and vector paths differ");
+        }
+    }
+}
