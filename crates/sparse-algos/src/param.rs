@@ -21,6 +21,10 @@ pub struct Param {
     pub sparsifiable: bool,
     pub(crate) mask: Option<DeviceMask>,
     sparse: Option<SparseWeight>,
+    /// `(mask version, value generation, momentum generation)` right after the last
+    /// masked optimizer step, which left the inactive weights and momentum exactly zero.
+    /// While all three still match, the next step may update the active entries only.
+    pub(crate) zero_off_mask: Option<(u64, u64, u64)>,
 }
 
 impl Param {
@@ -35,6 +39,7 @@ impl Param {
             sparsifiable,
             mask: None,
             sparse: None,
+            zero_off_mask: None,
         })
     }
 

@@ -13,7 +13,7 @@
 use sparse_core::Mask;
 use sparse_kernels::ops::optim::{sgd_step, MaskPolicy, SgdConfig};
 use sparse_kernels::profile::{self, Phase};
-use sparse_kernels::Tensor;
+use sparse_kernels::{DeviceMask, Tensor};
 
 use crate::error::{AlgoError, Result};
 use crate::method::{Layer, SparseMethod, StepInfo, UpdateReport};
@@ -68,6 +68,7 @@ pub fn apply_step(
                 momentum,
                 mask,
                 sparsifiable,
+                zero_off_mask,
                 ..
             } = &mut **p;
             let no_decay = SgdConfig {
@@ -81,12 +82,21 @@ pub fn apply_step(
             let g = corrected.map_or(&*grad, |c| &c[i]);
             let policy = match (mask.as_ref(), dense_values) {
                 (None, _) => MaskPolicy::None,
+                (Some(m), false) if *zero_off_mask == Some(off_mask_state(m, value, momentum)) => {
+                    MaskPolicy::Active(m)
+                }
                 (Some(m), false) => MaskPolicy::Weights(m),
                 (Some(m), true) => MaskPolicy::Gradient(m),
             };
             profile::time(Phase::Optimizer, || {
                 sgd_step(value, g, momentum, policy, sgd)
             })?;
+            *zero_off_mask = match policy {
+                MaskPolicy::Weights(m) | MaskPolicy::Active(m) => {
+                    Some(off_mask_state(m, value, momentum))
+                }
+                _ => None,
+            };
         }
     }
     let report = if method.is_update_step(t) {
@@ -100,6 +110,12 @@ pub fn apply_step(
         method.on_step_end(t, &mut layer_views(params))
     })?;
     Ok(report)
+}
+
+/// What identifies a masked parameter's state: its mask version and the generations of
+/// its value and momentum.
+fn off_mask_state(m: &DeviceMask, value: &Tensor, momentum: &Tensor) -> (u64, u64, u64) {
+    (m.version(), value.generation(), momentum.generation())
 }
 
 /// Calls [`SparseMethod::on_epoch_start`] (OptG's and per-epoch SET's mask updates).

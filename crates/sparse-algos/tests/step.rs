@@ -217,3 +217,52 @@ fn weight_decay_can_skip_biases_and_batchnorm() {
         assert_eq!(host(&b.value), vec![bias_after; 2], "{decay:?}: bias");
     }
 }
+
+/// Between steps the optimizer updates the active entries only, but never over state that
+/// changed: a weight or momentum written off the mask since the last step (here by
+/// replacing the tensors), or a new mask, gets the full masked step again.
+#[test]
+fn active_only_steps_never_skip_changed_state() {
+    let sgd = SgdConfig {
+        momentum: 0.9,
+        ..SGD
+    };
+    let mut dense = preset("dense", &ctx(100)).unwrap();
+    let mut ps = params();
+    let mut run = |ps: &mut [Param], t: u64| {
+        let mut refs: Vec<&mut Param> = ps.iter_mut().collect();
+        apply_step(
+            dense.method.as_mut(),
+            &info(t),
+            &mut refs,
+            &sgd,
+            Decay::All,
+            None,
+        )
+        .unwrap();
+    };
+    let off_mask_zero = |p: &Param| {
+        let (w, b) = (host(&p.value), host(&p.momentum));
+        (0..24).all(|i| i % 2 == 0 || (w[i], b[i]) == (0.0, 0.0))
+    };
+    run(&mut ps, 1);
+    assert!(off_mask_zero(&ps[0]));
+    run(&mut ps, 2);
+    assert!(off_mask_zero(&ps[0]));
+    ps[0].value = tensor(&[4, 6], |i| 1.0 + i as f32);
+    run(&mut ps, 3);
+    assert!(off_mask_zero(&ps[0]), "replaced weights are masked again");
+    ps[0].momentum = tensor(&[4, 6], |_| 3.0);
+    run(&mut ps, 4);
+    assert!(off_mask_zero(&ps[0]), "replaced momentum is masked again");
+    let keep: Vec<bool> = (0..24).map(|i| i % 3 == 0).collect();
+    ps[0]
+        .set_mask(Mask::from_bools(&[24], &keep).unwrap())
+        .unwrap();
+    run(&mut ps, 5);
+    let w = host(&ps[0].value);
+    assert!(
+        (0..24).all(|i| i % 3 == 0 || w[i] == 0.0),
+        "a new mask is applied"
+    );
+}

@@ -86,11 +86,19 @@ impl<T: Elem> Storage<T> {
     }
 }
 
+/// A fresh [`TensorOf::generation`].
+fn next_generation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A dense, row-major (contiguous) tensor of `T` on a device.
 #[derive(Debug)]
 pub struct TensorOf<T> {
     shape: Vec<usize>,
     storage: Storage<T>,
+    generation: u64,
 }
 
 impl<T: Elem> Clone for TensorOf<T> {
@@ -98,6 +106,7 @@ impl<T: Elem> Clone for TensorOf<T> {
         TensorOf {
             shape: self.shape.clone(),
             storage: self.storage.clone(),
+            generation: self.generation,
         }
     }
 }
@@ -117,6 +126,7 @@ impl<T: Elem> TensorOf<T> {
         Ok(TensorOf {
             shape: shape.to_vec(),
             storage: Storage::zeros(n, device)?,
+            generation: next_generation(),
         })
     }
 
@@ -138,6 +148,7 @@ impl<T: Elem> TensorOf<T> {
         Ok(TensorOf {
             shape: shape.to_vec(),
             storage: Storage::from_host(data, device)?,
+            generation: next_generation(),
         })
     }
 
@@ -161,6 +172,7 @@ impl<T: Elem> TensorOf<T> {
         Ok(TensorOf {
             shape: shape.to_vec(),
             storage,
+            generation: next_generation(),
         })
     }
 
@@ -215,8 +227,21 @@ impl<T: Elem> TensorOf<T> {
         }
     }
 
-    /// The mutable host buffer of a CPU tensor (CPU backend only).
+    /// A number that changes whenever a host tensor's contents may have changed: it is
+    /// fresh for every new tensor and for every mutable borrow of the host buffer (clones
+    /// and reshapes keep it). So an unchanged generation means unchanged contents, which
+    /// lets the optimizer skip work it already did ([`MaskPolicy::Active`]). Device
+    /// kernels write through shared references, so it says nothing about device tensors.
+    ///
+    /// [`MaskPolicy::Active`]: crate::ops::optim::MaskPolicy::Active
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The mutable host buffer of a CPU tensor (CPU backend only). Moves the
+    /// [`generation`](Self::generation) on.
     pub(crate) fn cpu_data_mut(&mut self) -> Result<&mut [T]> {
+        self.generation = next_generation();
         match &mut self.storage {
             Storage::Cpu(v) => Ok(v),
             Storage::Cuda(s) => Err(not_host(s.device())),
@@ -234,6 +259,7 @@ impl<T: Elem> TensorOf<T> {
         Ok(TensorOf {
             shape: shape.to_vec(),
             storage: self.storage,
+            generation: self.generation,
         })
     }
 

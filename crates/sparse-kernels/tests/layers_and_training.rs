@@ -316,6 +316,52 @@ test_device!(
     sgd_emu
 );
 
+/// `MaskPolicy::Active` (only the active entries) gives bit for bit what `Weights` gives
+/// once the inactive weights and momentum are zero, also with a dense gradient (nonzero off
+/// the mask), a shape that is no multiple of 64 and more than one parallel chunk.
+fn sgd_active_policy_matches_weights(dev: &Device) -> TestResult {
+    let cfg = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 5e-4,
+    };
+    let shape = [300, 301];
+    let mask = mask_at(&shape, 0.9, 5, dev);
+    let w0 = masked(&randn(&shape, 6, dev), &mask);
+    let run = |active: bool| -> Result<(Vec<f32>, Vec<f32>), sparse_kernels::KernelError> {
+        let mut w = w0.clone();
+        let mut buf = Tensor::zeros(&shape, *dev)?;
+        for step in 0..4 {
+            let g = randn(&shape, 10 + step, dev);
+            let policy = if active && step > 0 {
+                MaskPolicy::Active(&mask)
+            } else {
+                MaskPolicy::Weights(&mask)
+            };
+            sgd_step(&mut w, &g, &mut buf, policy, &cfg)?;
+        }
+        Ok((w.h(), buf.h()))
+    };
+    let (wa, ba) = run(true)?;
+    let (ww, bw) = run(false)?;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&wa), bits(&ww), "weights");
+    assert_eq!(bits(&ba), bits(&bw), "momentum");
+    assert!(wa.iter().enumerate().all(|(i, &v)| mask.get(i) || v == 0.0));
+    assert!(
+        wa.iter().filter(|&&v| v != 0.0).count() > 8000,
+        "active entries moved"
+    );
+    Ok(())
+}
+test_device!(
+    sgd_active_policy_matches_weights,
+    sgd_active_cpu,
+    sgd_active_cuda,
+    sgd_active_emu
+);
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn devices_fail_clearly_without_cuda() {

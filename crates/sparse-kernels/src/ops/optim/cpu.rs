@@ -1,4 +1,4 @@
-//! SGD on the CPU: one fused pass, then the mask.
+//! SGD on the CPU: one fused pass over 64-entry chunks, one per mask word.
 
 use rayon::prelude::*;
 
@@ -8,6 +8,14 @@ use crate::error::Result;
 use crate::tensor::Tensor;
 
 const GRAIN: usize = 1 << 14;
+/// Mask words per parallel task of the [`MaskPolicy::Active`] step (whose cost follows the
+/// active entries, so the tasks are larger).
+const ACTIVE_WORDS: usize = 1 << 10;
+
+/// The step over one 64-entry chunk, given its mask word: `(word, w, buf, g)`.
+type WordStep<'a> = &'a (dyn Fn(u64, &mut [f32], &mut [f32], &[f32]) + Sync);
+/// One task of the [`MaskPolicy::Active`] step: `(((w, buf), g), mask words)`.
+type ActiveChunk<'a> = (((&'a mut [f32], &'a mut [f32]), &'a [f32]), &'a [u64]);
 
 impl OptimOps for CpuBackend {
     fn sgd_step(
@@ -34,32 +42,60 @@ impl OptimOps for CpuBackend {
             }
             *w -= lr * d;
         };
-        match mask {
-            MaskPolicy::Gradient(m) => {
-                // `G ⊙ M`: one 64-entry chunk per mask word.
-                let words = m.mask().words();
-                wv.par_chunks_mut(64)
-                    .zip(bv.par_chunks_mut(64))
-                    .zip(gv.par_chunks(64))
-                    .zip(words.par_iter())
-                    .with_min_len(GRAIN / 64)
-                    .for_each(|(((w, b), g), &word)| {
-                        for (j, ((w, b), &g)) in w.iter_mut().zip(b).zip(g).enumerate() {
-                            step(w, b, if (word >> j) & 1 == 1 { g } else { 0.0 });
-                        }
-                    });
+        let (m, per_word): (_, WordStep) = match mask {
+            MaskPolicy::None => {
+                wv.par_iter_mut()
+                    .with_min_len(GRAIN)
+                    .zip(bv.par_iter_mut())
+                    .zip(gv.par_iter())
+                    .for_each(|((w, b), &g)| step(w, b, g));
+                return Ok(());
             }
-            _ => wv
-                .par_iter_mut()
-                .with_min_len(GRAIN)
-                .zip(bv.par_iter_mut())
-                .zip(gv.par_iter())
-                .for_each(|((w, b), &g)| step(w, b, g)),
-        }
-        if let MaskPolicy::Weights(m) = mask {
-            m.mask().apply(wv)?;
-            m.mask().apply(bv)?;
-        }
+            // `G ⊙ M`, weights and momentum not masked.
+            MaskPolicy::Gradient(m) => (m, &|word, w, b, g| {
+                for (j, ((w, b), &g)) in w.iter_mut().zip(b).zip(g).enumerate() {
+                    step(w, b, if (word >> j) & 1 == 1 { g } else { 0.0 });
+                }
+            }),
+            // The update, then `w ⊙= M` and `buf ⊙= M`.
+            MaskPolicy::Weights(m) => (m, &|word, w, b, g| {
+                for (j, ((w, b), &g)) in w.iter_mut().zip(b).zip(g).enumerate() {
+                    if (word >> j) & 1 == 1 {
+                        step(w, b, g);
+                    } else {
+                        (*w, *b) = (0.0, 0.0);
+                    }
+                }
+            }),
+            // The active entries only.
+            MaskPolicy::Active(m) => {
+                let words = m.mask().words();
+                let active = |(((w, b), g), words): ActiveChunk| {
+                    for (c, &word) in words.iter().enumerate() {
+                        let mut bits = word;
+                        while bits != 0 {
+                            let i = c * 64 + bits.trailing_zeros() as usize;
+                            step(&mut w[i], &mut b[i], g[i]);
+                            bits &= bits - 1;
+                        }
+                    }
+                };
+                let chunk = 64 * ACTIVE_WORDS;
+                wv.par_chunks_mut(chunk)
+                    .zip(bv.par_chunks_mut(chunk))
+                    .zip(gv.par_chunks(chunk))
+                    .zip(words.par_chunks(ACTIVE_WORDS))
+                    .for_each(active);
+                return Ok(());
+            }
+        };
+        let words = m.mask().words();
+        wv.par_chunks_mut(64)
+            .zip(bv.par_chunks_mut(64))
+            .zip(gv.par_chunks(64))
+            .zip(words.par_iter())
+            .with_min_len(GRAIN / 64)
+            .for_each(|(((w, b), g), &word)| per_word(word, w, b, g));
         Ok(())
     }
 

@@ -20,7 +20,7 @@ impl OptimOps for CudaBackend {
     ) -> Result<()> {
         let (mode, wp) = match mask {
             MaskPolicy::None => (0, 0),
-            MaskPolicy::Weights(m) => (1, words(m)?),
+            MaskPolicy::Weights(m) | MaskPolicy::Active(m) => (1, words(m)?),
             MaskPolicy::Gradient(m) => (2, words(m)?),
         };
         let n = w.numel();

@@ -42,6 +42,13 @@ pub enum MaskPolicy<'a> {
     None,
     /// After the update, `w ⊙= M` and `buf ⊙= M`: inactive entries end exactly 0.
     Weights(&'a DeviceMask),
+    /// Only the mask's entries are updated and the rest are left as they are: the same
+    /// result as [`Weights`](Self::Weights) when the inactive weights and momentum already
+    /// are exactly zero (as after a `Weights` step with this mask), in time proportional
+    /// to the active entries instead of all of them. The step protocol takes it only when
+    /// neither tensor nor the mask changed since such a step (tensor generations and the
+    /// mask version). The CUDA backend runs it as `Weights`.
+    Active(&'a DeviceMask),
     /// The gradient is taken as `G ⊙ M`; weights and momentum are not masked (OptG keeps
     /// the stored values of pruned weights, which keep decaying).
     Gradient(&'a DeviceMask),
@@ -92,7 +99,7 @@ pub fn sgd_step(
     }
     w.same_device("sgd_step", g)?;
     w.same_device("sgd_step", buf)?;
-    if let MaskPolicy::Weights(m) | MaskPolicy::Gradient(m) = mask {
+    if let MaskPolicy::Weights(m) | MaskPolicy::Active(m) | MaskPolicy::Gradient(m) = mask {
         if m.shape() != w.shape() {
             return shape_err(
                 "sgd_step",
