@@ -88,6 +88,14 @@ impl Loader {
         let (c, h, w) = d.chw;
         let mut x = vec![0f32; idx.len() * c * h * w];
         let mut rng = stream_rng(self.seed ^ 0xA06, (epoch << 32) | b as u64);
+        // Normalised value of every byte, per channel: `(p / 255 - mean) / std`, the zero
+        // padding being byte 0.
+        let luts: Vec<[f32; 256]> = self
+            .mean
+            .iter()
+            .zip(&self.std)
+            .map(|(&m, &s)| std::array::from_fn(|p| (p as f32 / 255.0 - m) / s))
+            .collect();
         for (k, &i) in idx.iter().enumerate() {
             let img = &d.images[i as usize * c * h * w..][..c * h * w];
             let out = &mut x[k * c * h * w..][..c * h * w];
@@ -101,17 +109,31 @@ impl Loader {
                 (0, 0, false)
             };
             for ch in 0..c {
-                let (m, s) = (self.mean[ch], self.std[ch]);
-                for yy in 0..h {
-                    for xx in 0..w {
-                        let sy = yy as isize + oy;
-                        let sx0 = if flip { w - 1 - xx } else { xx } as isize + ox;
-                        let v = if sy >= 0 && sy < h as isize && sx0 >= 0 && sx0 < w as isize {
-                            img[ch * h * w + sy as usize * w + sx0 as usize] as f32 / 255.0
+                let lut = &luts[ch];
+                let src = &img[ch * h * w..][..h * w];
+                for (yy, row) in out[ch * h * w..][..h * w]
+                    .chunks_exact_mut(w.max(1))
+                    .enumerate()
+                {
+                    let sy = yy as isize + oy;
+                    if sy < 0 || sy >= h as isize {
+                        row.fill(lut[0]);
+                        continue;
+                    }
+                    let srow = &src[sy as usize * w..][..w];
+                    if (ox, flip) == (0, false) {
+                        row.iter_mut()
+                            .zip(srow)
+                            .for_each(|(o, &p)| *o = lut[p as usize]);
+                        continue;
+                    }
+                    for (xx, o) in row.iter_mut().enumerate() {
+                        let sx = if flip { w - 1 - xx } else { xx } as isize + ox;
+                        *o = if sx >= 0 && sx < w as isize {
+                            lut[srow[sx as usize] as usize]
                         } else {
-                            0.0
+                            lut[0]
                         };
-                        out[ch * h * w + yy * w + xx] = (v - m) / s;
                     }
                 }
             }

@@ -32,12 +32,21 @@ impl Model {
         Ok(h)
     }
 
-    /// Backward pass from `∂L/∂logits`, accumulating parameter gradients.
+    /// Backward pass from `∂L/∂logits`, accumulating parameter gradients. It stops at the
+    /// first node with parameters, which computes no input gradient: nothing before it
+    /// has a gradient to take (the MLP's flatten, for instance).
     pub fn backward(&mut self, dy: Tensor, ctx: &ExecCtx) -> Result<()> {
+        let first = self.nodes.iter().position(|n| {
+            let mut ps = Vec::new();
+            n.collect_params_ref(&mut ps);
+            !ps.is_empty()
+        });
+        let Some(first) = first else {
+            return Ok(());
+        };
         let mut g = dy;
-        let last = self.nodes.len();
-        for (i, n) in self.nodes.iter_mut().enumerate().rev() {
-            g = n.backward(g, ctx, i > 0 || last == 0)?;
+        for (i, n) in self.nodes.iter_mut().enumerate().skip(first).rev() {
+            g = n.backward(g, ctx, i > first)?;
         }
         Ok(())
     }

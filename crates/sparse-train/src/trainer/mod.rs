@@ -306,6 +306,10 @@ impl Trainer {
 
     /// One optimizer step on a batch (taken over). Returns (loss, correct).
     pub fn train_step(&mut self, b: Batch) -> Result<(f64, usize)> {
+        in_pool(|| self.train_step_inner(b))
+    }
+
+    fn train_step_inner(&mut self, b: Batch) -> Result<(f64, usize)> {
         let info = self.info();
         let ctx = self.exec(true, self.method.needs_dense_grad(&info));
         let (x, y) = {
@@ -365,7 +369,7 @@ impl Trainer {
 
     /// Evaluates on a split: (mean loss, accuracy).
     pub fn evaluate(&mut self, split: &Arc<Dataset>) -> Result<(f64, f64)> {
-        profile::time_whole("(evaluation)", Phase::Eval, || self.evaluate_inner(split))
+        in_pool(|| profile::time_whole("(evaluation)", Phase::Eval, || self.evaluate_inner(split)))
     }
 
     fn evaluate_inner(&mut self, split: &Arc<Dataset>) -> Result<(f64, f64)> {
@@ -487,4 +491,15 @@ impl Trainer {
                 .build_global();
         }
     }
+}
+
+/// Runs `f` on a worker of rayon's global pool, the caller blocking until it returns. The
+/// ops inside then fork and join through the workers' own queues; called from outside the
+/// pool, every parallel op would inject its work and sleep until it is done, which costs
+/// more than the work itself at MLP sizes (a 784x300 sparse layer's forward: 85 -> 58 us).
+pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| f())
 }
