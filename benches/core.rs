@@ -2,7 +2,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use sparse_benches::{mask, scores};
-use sparse_core::{top_k, Candidates, Csr};
+use sparse_core::{drop_and_grow, top_k, Candidates, Csr};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -43,5 +43,27 @@ fn csr_build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, topk_vs_sort, csr_build);
+/// One RigL update of the MLP's first layer (300x784 at 1.54% density, 30% of it dropped and
+/// regrown): the per-update cost that a short run pays every ΔT steps.
+fn drop_grow_mlp_fc1(c: &mut Criterion) {
+    let shape = [300usize, 784];
+    let m = mask(&shape, 0.0154, 4);
+    let mut w = scores(300 * 784, 5);
+    m.apply(&mut w).unwrap();
+    let drop: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+    // Gradient magnitudes spread over many octaves: log-uniform over e^±6.
+    let grow: Vec<f32> = scores(300 * 784, 6)
+        .iter()
+        .map(|v| (6.0 * v).exp())
+        .collect();
+    let k = (m.count_ones() as f64 * 0.3) as usize;
+    let mut g = c.benchmark_group("drop_grow_mlp_fc1");
+    g.sample_size(30);
+    g.bench_function("drop_and_grow", |b| {
+        b.iter(|| drop_and_grow(&m, black_box(&drop), black_box(&grow), k).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, topk_vs_sort, csr_build, drop_grow_mlp_fc1);
 criterion_main!(benches);

@@ -8,8 +8,9 @@
 //! scheme a GPU radix-select kernel uses): integer histograms find the exact threshold key
 //! and how many entries tied with it to take, then one pass writes the result mask. All
 //! reductions are integer sums, so the parallel result is bit-identical to the serial one.
-//! Cost: three linear passes over the scores (histogram, gather of the threshold's
-//! top-digit bucket, write), plus two passes over that bucket only.
+//! Cost: two linear passes over the scores (the top digit's histogram; then the words of
+//! candidates above the threshold's top-digit bucket, and a gather of that bucket), plus
+//! three passes over that bucket only.
 
 use rayon::prelude::*;
 
@@ -55,6 +56,10 @@ pub const PARALLEL_MIN_LEN: usize = 1 << 18;
 const CHUNK: usize = 1 << 16;
 const CHUNK_WORDS: usize = CHUNK / 64;
 
+/// Candidate bits from which a mask word is scanned entry by entry (branch-free, masked)
+/// rather than bit by bit.
+const DENSE_WORD_BITS: u32 = 16;
+
 /// Radix digits of the 32-bit key, most significant first: (shift, width).
 const DIGITS: [(u32, u32); 3] = [(21, 11), (10, 11), (0, 10)];
 
@@ -91,7 +96,7 @@ pub fn select(
     let p = Problem {
         scores,
         cand,
-        order,
+        flip: if order == Order::Largest { !0 } else { 0 },
         parallel,
     };
     p.run(out, k)
@@ -100,19 +105,20 @@ pub fn select(
 /// Order-preserving map from f32 to u32 (`-0.0` folded onto `+0.0`).
 #[inline]
 fn ordered_key(x: f32) -> u32 {
-    let x = if x == 0.0 { 0.0 } else { x };
-    let b = x.to_bits();
-    if b & 0x8000_0000 != 0 {
-        !b
-    } else {
-        b | 0x8000_0000
-    }
+    // Branch-free: negatives flip every bit, non-negatives set the sign bit.
+    let b = if x == 0.0 { 0 } else { x.to_bits() };
+    b ^ (((b as i32) >> 31) as u32 | 0x8000_0000)
 }
+
+/// One chunk's share of pass 2: the words of its candidates that beat the threshold's
+/// bucket, and `(key, flat index)` of its candidates in that bucket.
+type ChunkSplit = (Vec<u64>, Vec<(u32, u32)>);
 
 struct Problem<'a> {
     scores: &'a [f32],
     cand: Candidates<'a>,
-    order: Order,
+    /// `!0` for [`Order::Largest`] (the key's complement ranks largest first), else 0.
+    flip: u32,
     parallel: bool,
 }
 
@@ -124,10 +130,7 @@ impl Problem<'_> {
     /// Rank key: smaller is better.
     #[inline]
     fn key(&self, x: f32) -> u32 {
-        match self.order {
-            Order::Smallest => ordered_key(x),
-            Order::Largest => !ordered_key(x),
-        }
+        ordered_key(x) ^ self.flip
     }
 
     /// Candidate bits of mask word `w`.
@@ -146,24 +149,28 @@ impl Problem<'_> {
         }
     }
 
-    /// Calls `f(word_index, bit, flat_index)` for each candidate of chunk `c`, in
-    /// increasing flat-index order. Full words take a plain (vectorisable) loop.
-    #[inline]
-    fn for_each_candidate(&self, c: usize, mut f: impl FnMut(usize, u32, usize)) {
+    /// Mask words of chunk `c`.
+    fn chunk_words(&self, c: usize) -> std::ops::Range<usize> {
         let w0 = c * CHUNK_WORDS;
-        let w1 = (w0 + CHUNK_WORDS).min(self.scores.len().div_ceil(64));
-        for w in w0..w1 {
-            let mut bits = self.cand_word(w);
-            if bits == u64::MAX {
-                for b in 0..64 {
-                    f(w, b, w * 64 + b as usize);
-                }
-                continue;
+        w0..(w0 + CHUNK_WORDS).min(self.scores.len().div_ceil(64))
+    }
+
+    /// Calls `f(bit, score, is_candidate)` for the entries of word `w`: for every entry of a
+    /// dense word (a branch-free loop over all 64, the caller masks with the flag), for the
+    /// set bits only of a sparse one. Either way in increasing bit order.
+    #[inline(always)]
+    fn for_each_in_word(&self, w: usize, bits: u64, mut f: impl FnMut(u32, f32, u64)) {
+        if bits.count_ones() >= DENSE_WORD_BITS {
+            let xs = &self.scores[w * 64..(w * 64 + 64).min(self.scores.len())];
+            for (b, &x) in xs.iter().enumerate() {
+                f(b as u32, x, (bits >> b) & 1);
             }
+        } else {
+            let mut bits = bits;
             while bits != 0 {
                 let b = bits.trailing_zeros();
                 bits &= bits - 1;
-                f(w, b, w * 64 + b as usize);
+                f(b, self.scores[w * 64 + b as usize], 1);
             }
         }
     }
@@ -183,23 +190,27 @@ impl Problem<'_> {
         let (shift, width) = DIGITS[0];
         let buckets = 1usize << width;
         let parts = self.map_chunks(|c| {
-            let mut h = vec![0u32; 4 * buckets];
+            let mut h = vec![[0u32; 1 << DIGITS[0].1]; 4];
             let mut nan = None;
-            self.for_each_candidate(c, |_, b, i| {
-                let x = self.scores[i];
-                if x.is_nan() {
-                    nan.get_or_insert(i);
-                    return;
+            for w in self.chunk_words(c) {
+                let bits = self.cand_word(w);
+                let mut any_nan = false;
+                self.for_each_in_word(w, bits, |b, x, on| {
+                    any_nan |= x.is_nan() & (on == 1);
+                    h[(b & 3) as usize][(self.key(x) >> shift) as usize] += on as u32;
+                });
+                if any_nan && nan.is_none() {
+                    nan = (0..64)
+                        .find(|&b| (bits >> b) & 1 == 1 && self.scores[w * 64 + b].is_nan())
+                        .map(|b| w * 64 + b);
                 }
-                let lane = (b & 3) as usize * buckets;
-                h[lane + (self.key(x) >> shift) as usize] += 1;
-            });
+            }
             (h, nan)
         });
         let mut hist = vec![0u64; buckets];
         let mut nan = None;
         for (h, n) in parts {
-            for lane in h.chunks(buckets) {
+            for lane in &h {
                 hist.iter_mut().zip(lane).for_each(|(a, &b)| *a += b as u64);
             }
             if nan.is_none() {
@@ -209,20 +220,27 @@ impl Problem<'_> {
         (hist, nan)
     }
 
-    /// Pass 2: `(key, index)` of every candidate whose top digit is `bucket`, in index order.
-    fn gather_bucket(&self, bucket: u32) -> Vec<(u32, u32)> {
+    /// Pass 2, per chunk: the words of candidates whose top digit beats `bucket` (all
+    /// selected), and `(key, index)` of those in `bucket`, in index order.
+    fn split_at_bucket(&self, bucket: u32) -> Vec<ChunkSplit> {
         let shift = DIGITS[0].0;
         self.map_chunks(|c| {
-            let mut v = Vec::new();
-            self.for_each_candidate(c, |_, _, i| {
-                let key = self.key(self.scores[i]);
-                if key >> shift == bucket {
-                    v.push((key, i as u32));
-                }
-            });
-            v
+            let words = self.chunk_words(c);
+            let mut less = Vec::with_capacity(words.len());
+            let mut tied = Vec::new();
+            for w in words {
+                let mut l = 0u64;
+                self.for_each_in_word(w, self.cand_word(w), |b, x, on| {
+                    let key = self.key(x);
+                    l |= (((key >> shift) < bucket) as u64 & on) << b;
+                    if key >> shift == bucket && on == 1 {
+                        tied.push((key, (w * 64) as u32 + b));
+                    }
+                });
+                less.push(l);
+            }
+            (less, tied)
         })
-        .concat()
     }
 
     fn run(&self, mut out: Mask, k: usize) -> Result<Mask> {
@@ -248,12 +266,13 @@ impl Problem<'_> {
         }
         let (bucket, mut need) = locate(&hist, k as u64);
         let mut prefix = bucket;
+        let parts = self.split_at_bucket(bucket);
         // The remaining digits only look at the (small) bucket that holds the k-th entry.
-        let gathered = self.gather_bucket(bucket);
+        let gathered = || parts.iter().flat_map(|(_, t)| t.iter());
         for &(shift, width) in &DIGITS[1..] {
             let top = shift + width;
             let mut h = vec![0u64; 1 << width];
-            for &(key, _) in &gathered {
+            for &(key, _) in gathered() {
                 if key >> top == prefix {
                     h[((key >> shift) & ((1 << width) - 1)) as usize] += 1;
                 }
@@ -262,64 +281,22 @@ impl Problem<'_> {
             need = rest;
             prefix = (prefix << width) | b;
         }
-        self.write_selection(&mut out, prefix, need as usize);
-        Ok(out)
-    }
-
-    /// Selects every candidate with key < threshold plus the first `take_eq` (by flat index)
-    /// candidates with key == threshold.
-    fn write_selection(&self, out: &mut Mask, threshold: u32, take_eq: usize) {
-        // Per chunk: words of strictly-better candidates, words of tied ones, tie count.
-        let parts = self.map_chunks(|c| {
-            let w0 = c * CHUNK_WORDS;
-            let w1 = (w0 + CHUNK_WORDS).min(self.scores.len().div_ceil(64));
-            let mut less = vec![0u64; w1 - w0];
-            let mut eq = vec![0u64; w1 - w0];
-            let mut n_eq = 0usize;
-            for w in w0..w1 {
-                let (mut l, mut e) = (0u64, 0u64);
-                let mut bits = self.cand_word(w);
-                if bits == u64::MAX {
-                    let xs = &self.scores[w * 64..w * 64 + 64];
-                    for (b, &x) in xs.iter().enumerate() {
-                        let key = self.key(x);
-                        l |= ((key < threshold) as u64) << b;
-                        e |= ((key == threshold) as u64) << b;
-                    }
-                } else {
-                    while bits != 0 {
-                        let b = bits.trailing_zeros();
-                        bits &= bits - 1;
-                        let key = self.key(self.scores[w * 64 + b as usize]);
-                        l |= ((key < threshold) as u64) << b;
-                        e |= ((key == threshold) as u64) << b;
-                    }
-                }
-                less[w - w0] = l;
-                eq[w - w0] = e;
-                n_eq += e.count_ones() as usize;
-            }
-            (less, eq, n_eq)
-        });
-        let mut remaining = take_eq;
+        // Everything below the threshold key, plus the first `need` (by flat index) equal
+        // to it.
         let words = out.words_mut();
         let mut w = 0;
-        for (less, eq, n_eq) in parts {
-            let mut take = remaining.min(n_eq);
-            remaining -= take;
-            for (l, e) in less.iter().zip(&eq) {
-                let mut e = *e;
-                let mut keep = 0u64;
-                while take > 0 && e != 0 {
-                    let low = e & e.wrapping_neg();
-                    keep |= low;
-                    e ^= low;
-                    take -= 1;
-                }
-                words[w] = l | keep;
-                w += 1;
+        for (less, _) in &parts {
+            words[w..w + less.len()].copy_from_slice(less);
+            w += less.len();
+        }
+        let mut take_eq = need;
+        for &(key, i) in gathered() {
+            if key < prefix || (key == prefix && take_eq > 0) {
+                take_eq -= (key == prefix) as u64;
+                words[i as usize / 64] |= 1 << (i % 64);
             }
         }
+        Ok(out)
     }
 }
 
@@ -380,6 +357,24 @@ mod tests {
             top_k(&[3], &[1.0, 2.0, 3.0], 1, Candidates::Set(&m)),
             Err(CoreError::ShapeMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn nan_in_scanned_words() {
+        // 100 entries: the first word is scanned entry by entry (>= DENSE_WORD_BITS
+        // candidates), the second (36 entries) too; NaN only counts where it is a candidate.
+        let mut s: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        s[70] = f32::NAN;
+        assert_eq!(
+            top_k(&[100], &s, 3, Candidates::All),
+            Err(CoreError::NanScore { index: 70 })
+        );
+        let skip =
+            Mask::from_bools(&[100], &(0..100).map(|i| i == 70).collect::<Vec<_>>()).unwrap();
+        let m = top_k(&[100], &s, 3, Candidates::Unset(&skip)).unwrap();
+        assert_eq!(m.iter_ones().collect::<Vec<_>>(), vec![97, 98, 99]);
+        let m = bottom_k(&[100], &s, 2, Candidates::Unset(&skip)).unwrap();
+        assert_eq!(m.iter_ones().collect::<Vec<_>>(), vec![0, 1]);
     }
 
     #[test]
