@@ -240,13 +240,16 @@ test_device!(
     cross_entropy_with_label_smoothing_emu
 );
 
+/// The SGD settings of the optimizer tests (PyTorch's CIFAR recipe).
+const NESTEROV_SGD: SgdConfig = SgdConfig {
+    lr: 0.1,
+    momentum: 0.9,
+    nesterov: true,
+    weight_decay: 5e-4,
+};
+
 fn sgd_matches_pytorch_formula_and_respects_masks(dev: &Device) -> TestResult {
-    let cfg = SgdConfig {
-        lr: 0.1,
-        momentum: 0.9,
-        nesterov: true,
-        weight_decay: 5e-4,
-    };
+    let cfg = NESTEROV_SGD;
     let w0 = randn(&[4, 5], 1, dev);
     let g = randn(&[4, 5], 2, dev);
     let gh = g.h();
@@ -320,12 +323,7 @@ test_device!(
 /// once the inactive weights and momentum are zero, also with a dense gradient (nonzero off
 /// the mask), a shape that is no multiple of 64 and more than one parallel chunk.
 fn sgd_active_policy_matches_weights(dev: &Device) -> TestResult {
-    let cfg = SgdConfig {
-        lr: 0.1,
-        momentum: 0.9,
-        nesterov: true,
-        weight_decay: 5e-4,
-    };
+    let cfg = NESTEROV_SGD;
     let shape = [300, 301];
     let mask = mask_at(&shape, 0.9, 5, dev);
     let w0 = masked(&randn(&shape, 6, dev), &mask);
