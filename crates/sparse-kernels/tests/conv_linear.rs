@@ -362,3 +362,41 @@ test_device!(
     linear_all_paths_forward_backward_cuda,
     linear_all_paths_forward_backward_emu
 );
+
+/// Kernels called from inside the rayon pool, many at once (several trainers in one
+/// process, each step running on the pool): a worker waiting inside one sparse product
+/// steals another job that runs the same kernel on the same thread. The per-thread scratch
+/// buffers must be re-entrant, and every result equals the one computed alone. (On an
+/// AVX-512 machine this runs the cache-blocked SpMM, whose buffers once panicked here.)
+#[test]
+fn sparse_kernels_nested_on_one_worker_give_the_same_results() {
+    let dev = Device::Cpu;
+    let x = randn(&[128, 784], 41, &dev);
+    let w = randn(&[300, 784], 42, &dev);
+    let mask = mask_at(&[300, 784], 0.9, 43, &dev);
+    let wm = masked(&w, mask.mask());
+    let sw = SparseWeight::new(&wm, &mask).unwrap();
+    let wr = WeightRef::Sparse(&sw);
+    let alone = linear_forward(&x, wr, None).unwrap().h();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    // Jobs injected from several outside threads, the way concurrent trainers enter the
+    // pool: a worker that waits inside one product picks up the next injected job.
+    let outs: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..16)
+                        .map(|_| pool.install(|| linear_forward(&x, wr, None).unwrap().h()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        runs.into_iter().flat_map(|r| r.join().unwrap()).collect()
+    });
+    for y in outs {
+        assert_eq!(y, alone);
+    }
+}

@@ -166,8 +166,7 @@ impl BlockedCsr {
         }
         // Floats of one packed column of a panel: every block's rows plus its zero row.
         let panel_rows = self.cols.div_ceil(self.kb) * (self.kb + 1);
-        PACKED.with_borrow_mut(|buf| {
-            let packed = buf.get(panel_rows * n.div_ceil(16) * 16);
+        with_buffer(&PACKED, panel_rows * n.div_ceil(16) * 16, |packed| {
             pack(x, n, self.cols, self.kb, &panels, packed, parallel);
             let packed = &packed[..];
             let nch = self.rows.div_ceil(ROW_CHUNK);
@@ -186,8 +185,7 @@ impl BlockedCsr {
                     alpha,
                     beta,
                 };
-                PARTIAL.with_borrow_mut(|buf| {
-                    let part = buf.get((ROW_CHUNK + 1) * 16 * regs);
+                with_buffer(&PARTIAL, (ROW_CHUNK + 1) * 16 * regs, |part| {
                     // SAFETY: AVX-512 was checked above; tasks write disjoint (chunk rows x
                     // panel columns) tiles of `out`, which holds rows x n floats (checked).
                     unsafe { kernel::panel(self, xp, regs, &tile, part, out_ptr.get()) }
@@ -273,11 +271,35 @@ impl PageAligned {
     }
 }
 
+type Buffer = std::cell::Cell<PageAligned>;
+
 std::thread_local! {
     /// Packed `X` panels, reused across calls on the calling thread.
-    static PACKED: std::cell::RefCell<PageAligned> = std::cell::RefCell::default();
+    static PACKED: Buffer = Buffer::default();
     /// A task's running sums (chunk rows + 1 scratch row, x panel width), per worker thread.
-    static PARTIAL: std::cell::RefCell<PageAligned> = std::cell::RefCell::default();
+    static PARTIAL: Buffer = Buffer::default();
+}
+
+/// Runs `f` on `len` page-aligned floats of the thread's buffer `key` (contents
+/// unspecified). Re-entrant: a call nested on the same thread (a rayon worker that steals
+/// another job while it waits, e.g. another trainer's step) gets a buffer of its own, and
+/// the larger one is kept afterwards.
+fn with_buffer<R>(
+    key: &'static std::thread::LocalKey<Buffer>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let mut buf = key.with(Buffer::take);
+    let r = f(buf.get(len));
+    key.with(|b| {
+        let other = b.take();
+        b.set(if other.0.len() > buf.0.len() {
+            other
+        } else {
+            buf
+        });
+    });
+    r
 }
 
 /// Copies `X (k x n)` into `packed`: panel `(j0, regs)` becomes, at offset `panel_rows · j0`,
