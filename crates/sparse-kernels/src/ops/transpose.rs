@@ -14,40 +14,63 @@ pub(crate) fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
 
 /// Writes the transpose of the row-major `r x c` matrix `a` into `t` (`c x r`).
 pub(crate) fn transpose_into(a: &[f32], r: usize, c: usize, t: &mut [f32]) {
-    assert!(
-        a.len() >= r * c && t.len() >= r * c,
-        "transpose: buffers too short"
-    );
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx") {
-            // SAFETY: AVX is available (checked above) and both buffers hold r·c elements
-            // (asserted above), which bounds every tile's loads and stores.
-            unsafe { avx::transpose(a, r, c, t) };
-            return;
-        }
-    }
-    scalar(a, r, c, t, 0, r, 0, c);
+    transpose_strided(a, c, r, c, t, r);
 }
 
-/// Scalar transpose of rows `i0..i1` and columns `j0..j1`, in cache blocks.
-#[allow(clippy::too_many_arguments)]
-fn scalar(
+/// The strided transpose: `t[j·ldt + i] = a[i·lda + j]` for `i < r`, `j < c`. `a` holds `r`
+/// rows of `c` elements, `lda` apart; `t` receives `c` rows of `r`, `ldt` apart (elements
+/// of `t` between those rows are left alone). This is how a layout change (NCHW to NHWC and
+/// back) is written one image row at a time.
+pub(crate) fn transpose_strided(
     a: &[f32],
+    lda: usize,
     r: usize,
     c: usize,
     t: &mut [f32],
-    i0: usize,
-    i1: usize,
-    j0: usize,
-    j1: usize,
+    ldt: usize,
 ) {
-    for ib in (i0..i1).step_by(BLOCK) {
-        for jb in (j0..j1).step_by(BLOCK) {
-            for i in ib..(ib + BLOCK).min(i1) {
-                let row = &a[i * c..i * c + c];
-                for j in jb..(jb + BLOCK).min(j1) {
-                    t[j * r + i] = row[j];
+    if r == 0 || c == 0 {
+        return;
+    }
+    assert!(
+        lda >= c && ldt >= r && a.len() >= (r - 1) * lda + c && t.len() >= (c - 1) * ldt + r,
+        "transpose: buffers too short for their strides"
+    );
+    let m = Mat { lda, ldt };
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx") {
+            // SAFETY: AVX is available (checked above) and the buffers hold every element
+            // the strides address (asserted above), which bounds every tile's loads and
+            // stores.
+            unsafe { avx::transpose(a, r, c, t, m) };
+            return;
+        }
+    }
+    scalar(a, t, m, 0..r, 0..c);
+}
+
+/// The strides of one transpose.
+#[derive(Clone, Copy)]
+struct Mat {
+    lda: usize,
+    ldt: usize,
+}
+
+/// Scalar transpose of rows `is` and columns `js`, in cache blocks.
+fn scalar(
+    a: &[f32],
+    t: &mut [f32],
+    m: Mat,
+    is: std::ops::Range<usize>,
+    js: std::ops::Range<usize>,
+) {
+    for ib in is.clone().step_by(BLOCK) {
+        for jb in js.clone().step_by(BLOCK) {
+            for i in ib..(ib + BLOCK).min(is.end) {
+                let row = &a[i * m.lda..];
+                for j in jb..(jb + BLOCK).min(js.end) {
+                    t[j * m.ldt + i] = row[j];
                 }
             }
         }
@@ -58,15 +81,16 @@ fn scalar(
 mod avx {
     use std::arch::x86_64::*;
 
-    use super::{scalar, BLOCK};
+    use super::{scalar, Mat, BLOCK};
 
     /// Tiles of 8x8 through registers, in `BLOCK`-sized cache blocks; the ragged right and
     /// bottom edges go through the scalar loop.
     ///
     /// # Safety
-    /// The CPU must have AVX, and `a` and `t` must hold at least `r·c` elements.
+    /// The CPU must have AVX, and `a` and `t` must hold every element that `m`'s strides
+    /// address for an `r x c` transpose.
     #[target_feature(enable = "avx")]
-    pub(super) unsafe fn transpose(a: &[f32], r: usize, c: usize, t: &mut [f32]) {
+    pub(super) unsafe fn transpose(a: &[f32], r: usize, c: usize, t: &mut [f32], m: Mat) {
         let (r8, c8) = (r / 8 * 8, c / 8 * 8);
         let (src, dst) = (a.as_ptr(), t.as_mut_ptr());
         for ib in (0..r8).step_by(BLOCK) {
@@ -74,15 +98,17 @@ mod avx {
                 for i in (ib..(ib + BLOCK).min(r8)).step_by(8) {
                     for j in (jb..(jb + BLOCK).min(c8)).step_by(8) {
                         // SAFETY: i + 8 <= r and j + 8 <= c, so the tile's rows
-                        // `src[(i + k)·c + j ..][..8]` and `dst[(j + k)·r + i ..][..8]` lie
-                        // inside the r·c buffers.
-                        unsafe { tile(src.add(i * c + j), c, dst.add(j * r + i), r) };
+                        // `src[(i + k)·lda + j ..][..8]` and `dst[(j + k)·ldt + i ..][..8]`
+                        // lie inside the buffers the caller guarantees.
+                        unsafe {
+                            tile(src.add(i * m.lda + j), m.lda, dst.add(j * m.ldt + i), m.ldt)
+                        };
                     }
                 }
             }
         }
-        scalar(a, r, c, t, 0, r8, c8, c);
-        scalar(a, r, c, t, r8, r, 0, c);
+        scalar(a, t, m, 0..r8, c8..c);
+        scalar(a, t, m, r8..r, 0..c);
     }
 
     /// Transposes one 8x8 tile (`src` rows `ls` apart into `dst` rows `ld` apart).
@@ -156,8 +182,31 @@ mod tests {
                 }
             }
             let mut s = vec![0f32; r * c];
-            scalar(&a, r, c, &mut s, 0, r, 0, c);
+            scalar(&a, &mut s, Mat { lda: c, ldt: r }, 0..r, 0..c);
             assert_eq!(s, t, "{r}x{c}: scalar and vector paths differ");
+        }
+    }
+
+    #[test]
+    fn strided_writes_exactly_the_addressed_elements() {
+        // (rows, cols, lda, ldt): tiles, ragged edges, and gaps on both sides.
+        for (r, c, lda, ldt) in [
+            (16, 32, 40, 19),
+            (3, 17, 17, 5),
+            (9, 41, 1024, 9),
+            (8, 8, 8, 8),
+        ] {
+            let a: Vec<f32> = (0..(r - 1) * lda + c).map(|v| v as f32 + 0.25).collect();
+            let len = (c - 1) * ldt + r;
+            let mut t = vec![-1.0f32; len];
+            transpose_strided(&a, lda, r, c, &mut t, ldt);
+            let mut want = vec![-1.0f32; len];
+            for i in 0..r {
+                for j in 0..c {
+                    want[j * ldt + i] = a[i * lda + j];
+                }
+            }
+            assert_eq!(t, want, "{r}x{c} lda {lda} ldt {ldt}");
         }
     }
 }

@@ -23,6 +23,7 @@ use super::ConvGeom;
 use crate::ops::gemm::cpu::{sgemm_view, View};
 use crate::ops::sparse::cpu::for_each_chunk;
 use crate::ops::sparse::weight::CpuWeight;
+use crate::ops::transpose::transpose_strided;
 
 /// Output planes below this many positions keep im2col. At 8x8 the dropped grid positions
 /// and the padding rows between images (56% extra work) cancel what the unfolding costs:
@@ -84,14 +85,10 @@ fn pad_nhwc(g: &ConvGeom, x: &[f32], b0: usize, gb: usize, out: &mut [f32]) {
             }
             orow[..pad * c].fill(0.0);
             orow[(pad + g.w) * c..].fill(0.0);
+            // Input row `ih` of every channel (`C x W`, `H·W` apart) as `W x C`.
             let ih = r - pad;
             let inner = &mut orow[pad * c..(pad + g.w) * c];
-            for ch in 0..c {
-                let srow = &src[(ch * g.h + ih) * g.w..][..g.w];
-                for (d, &s) in inner[ch..].iter_mut().step_by(c).zip(srow) {
-                    *d = s;
-                }
-            }
+            transpose_strided(&src[ih * g.w..], g.h * g.w, c, g.w, inner, c);
         }
     }
 }
@@ -134,15 +131,12 @@ fn forward_reordered(g: &ConvGeom, x: &[f32], wr: &[f32]) -> Vec<f32> {
                 let beta = if ki == 0 { 0.0 } else { 1.0 };
                 sgemm_view((n, o, kc), 1.0, a, b, beta, ymat, !par);
             }
+            // Output row `oh` of the grid (`OW x O`) into every channel's plane (`O x OW`).
             for bi in 0..gb {
-                for oc in 0..o {
-                    for oh in 0..g.oh {
-                        let dst = &mut yg[((bi * o + oc) * g.oh + oh) * g.ow..][..g.ow];
-                        let s0 = gr.at(bi, oh);
-                        for (ow, d) in dst.iter_mut().enumerate() {
-                            *d = ymat[(s0 + ow) * o + oc];
-                        }
-                    }
+                for oh in 0..g.oh {
+                    let dst = &mut yg[(bi * o * g.oh + oh) * g.ow..];
+                    let src = &ymat[gr.at(bi, oh) * o..];
+                    transpose_strided(src, o, g.ow, o, dst, g.oh * g.ow);
                 }
             }
         })
