@@ -7,6 +7,8 @@
 //! without a copy when the data already is on the host. Ops of the CPU backend borrow the
 //! host buffer through crate-private accessors that fail, never panic, on other devices.
 
+use std::sync::Arc;
+
 use crate::backend::CudaStorage;
 use crate::device::Device;
 use crate::error::{shape_err, KernelError, Result};
@@ -24,8 +26,11 @@ impl Elem for f64 {}
 /// The data of a tensor on its device.
 #[derive(Debug)]
 pub enum Storage<T> {
-    /// Host memory (rayon backend).
-    Cpu(Vec<T>),
+    /// Host memory (rayon backend), shared copy-on-write: a clone shares the buffer, and
+    /// the first mutable borrow of a shared buffer copies it ([`Arc::make_mut`]). So a tensor
+    /// that two consumers read (a residual block's input, the gradient into both of its
+    /// branches) costs no copy, and tensors keep value semantics.
+    Cpu(Arc<Vec<T>>),
     /// CUDA device memory (a GPU, or the emulated device's host memory).
     Cuda(CudaStorage<T>),
 }
@@ -33,7 +38,7 @@ pub enum Storage<T> {
 impl<T: Elem> Clone for Storage<T> {
     fn clone(&self) -> Self {
         match self {
-            Storage::Cpu(v) => Storage::Cpu(v.clone()),
+            Storage::Cpu(v) => Storage::Cpu(Arc::clone(v)),
             Storage::Cuda(s) => Storage::Cuda(s.clone()),
         }
     }
@@ -43,7 +48,7 @@ impl<T: Elem> Storage<T> {
     /// Places host data on `device`.
     pub fn from_host(data: Vec<T>, device: Device) -> Result<Self> {
         match device {
-            Device::Cpu => Ok(Storage::Cpu(data)),
+            Device::Cpu => Ok(Storage::Cpu(Arc::new(data))),
             d => Ok(Storage::Cuda(CudaStorage::from_host(&data, d)?)),
         }
     }
@@ -51,7 +56,7 @@ impl<T: Elem> Storage<T> {
     /// `len` zeros on `device` (allocated zeroed there, no upload).
     pub fn zeros(len: usize, device: Device) -> Result<Self> {
         match device {
-            Device::Cpu => Ok(Storage::Cpu(vec![T::default(); len])),
+            Device::Cpu => Ok(Storage::Cpu(Arc::new(vec![T::default(); len]))),
             d => Ok(Storage::Cuda(CudaStorage::zeros(len, d)?)),
         }
     }
@@ -80,7 +85,7 @@ impl<T: Elem> Storage<T> {
     /// A host copy of the data.
     pub fn to_host(&self) -> Result<Vec<T>> {
         match self {
-            Storage::Cpu(v) => Ok(v.clone()),
+            Storage::Cpu(v) => Ok(v.to_vec()),
             Storage::Cuda(s) => s.to_host(),
         }
     }
@@ -205,7 +210,7 @@ impl<T: Elem> TensorOf<T> {
     /// The values on the host, without a copy when they already are there.
     pub fn into_host(self) -> Result<Vec<T>> {
         match self.storage {
-            Storage::Cpu(v) => Ok(v),
+            Storage::Cpu(v) => Ok(Arc::try_unwrap(v).unwrap_or_else(|v| v.to_vec())),
             Storage::Cuda(s) => s.to_host(),
         }
     }
@@ -238,12 +243,12 @@ impl<T: Elem> TensorOf<T> {
         self.generation
     }
 
-    /// The mutable host buffer of a CPU tensor (CPU backend only). Moves the
-    /// [`generation`](Self::generation) on.
+    /// The mutable host buffer of a CPU tensor (CPU backend only), copied first when a
+    /// clone shares it. Moves the [`generation`](Self::generation) on.
     pub(crate) fn cpu_data_mut(&mut self) -> Result<&mut [T]> {
         self.generation = next_generation();
         match &mut self.storage {
-            Storage::Cpu(v) => Ok(v),
+            Storage::Cpu(v) => Ok(Arc::<Vec<T>>::make_mut(v).as_mut_slice()),
             Storage::Cuda(s) => Err(not_host(s.device())),
         }
     }
