@@ -16,6 +16,11 @@ extern "C" __global__ void add_f32(const float* a, const float* b, float* out, i
   GRID_STRIDE(i, n) { out[i] = a[i] + b[i]; }
 }
 
+// out = max(a + b, 0) (a residual block's sum and ReLU); out may alias a.
+extern "C" __global__ void add_relu_f32(const float* a, const float* b, float* out, i64 n) {
+  GRID_STRIDE(i, n) { out[i] = fmaxf(a[i] + b[i], 0.0f); }
+}
+
 extern "C" __global__ void scale_f32(float* x, float s, i64 n) {
   GRID_STRIDE(i, n) { x[i] *= s; }
 }

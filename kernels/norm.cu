@@ -33,40 +33,56 @@ extern "C" __global__ void bn_stats(const float* x, i64 b, i64 c, i64 hw, float 
   }
 }
 
-// xhat = (x - mean) * inv_std, y = gamma * xhat + beta.
+// The fused ReLU's mask: the forward's own affine expression, so both sides agree bit for bit.
+__device__ __forceinline__ float bn_affine(const float* gamma, const float* beta, i64 ch, float v) {
+  return gamma[ch] * v + beta[ch];
+}
+
+// xhat = (x - mean) * inv_std, y = gamma * xhat + beta (then max(y, 0) when relu != 0).
 extern "C" __global__ void bn_apply_train(const float* x, const double* mean, const float* inv_std,
                                           const float* gamma, const float* beta, float* xhat,
-                                          float* y, i64 c, i64 hw, i64 total) {
+                                          float* y, i64 c, i64 hw, i64 total, i64 relu) {
   GRID_STRIDE(i, total) {
     i64 ch = (i / hw) % c;
     float v = (x[i] - (float)mean[ch]) * inv_std[ch];
     xhat[i] = v;
-    y[i] = gamma[ch] * v + beta[ch];
+    float o = bn_affine(gamma, beta, ch, v);
+    y[i] = relu ? fmaxf(o, 0.0f) : o;
   }
 }
 
-// y = x * gamma / sqrt(rv + eps) + (beta - rm * scale).
+// y = x * gamma / sqrt(rv + eps) + (beta - rm * scale) (then max(y, 0) when relu != 0).
 extern "C" __global__ void bn_eval(const float* x, const float* gamma, const float* beta,
                                    const float* rm, const float* rv, float eps, float* y, i64 c,
-                                   i64 hw, i64 total) {
+                                   i64 hw, i64 total, i64 relu) {
   GRID_STRIDE(i, total) {
     i64 ch = (i / hw) % c;
     float scale = gamma[ch] / sqrtf(rv[ch] + eps);
     float shift = beta[ch] - rm[ch] * scale;
-    y[i] = x[i] * scale + shift;
+    float o = x[i] * scale + shift;
+    y[i] = relu ? fmaxf(o, 0.0f) : o;
   }
 }
 
-// One block per channel: sum(dy) and sum(dy * xhat), f64.
-extern "C" __global__ void bn_backward_sums(const float* dy, const float* xhat, i64 b, i64 c, i64 hw,
+// dy through the fused ReLU: kept where the forward's gamma * xhat + beta was positive.
+__device__ __forceinline__ float bn_relu_dy(const float* dy, const float* xhat, const float* gamma,
+                                            const float* beta, i64 relu, i64 k, i64 ch) {
+  return (!relu || bn_affine(gamma, beta, ch, xhat[k]) > 0.0f) ? dy[k] : 0.0f;
+}
+
+// One block per channel: sum(dy) and sum(dy * xhat), f64 (dy masked by a fused ReLU when
+// relu != 0; beta is then the forward's beta).
+extern "C" __global__ void bn_backward_sums(const float* dy, const float* xhat, const float* gamma,
+                                            const float* beta, i64 relu, i64 b, i64 c, i64 hw,
                                             double* sum_dy, double* sum_dy_xhat) {
   __shared__ double sh[BLOCK];
   i64 ch = blockIdx.x, n = b * hw;
   double s1 = 0.0, s2 = 0.0;
   for (i64 j = threadIdx.x; j < n; j += BLOCK) {
     i64 k = bn_index(j, ch, c, hw);
-    s1 += (double)dy[k];
-    s2 += (double)dy[k] * (double)xhat[k];
+    double d = (double)bn_relu_dy(dy, xhat, gamma, beta, relu, k, ch);
+    s1 += d;
+    s2 += d * (double)xhat[k];
   }
   s1 = block_sum(s1, sh);
   s2 = block_sum(s2, sh);
@@ -76,16 +92,17 @@ extern "C" __global__ void bn_backward_sums(const float* dy, const float* xhat, 
   }
 }
 
-// dx = gamma * inv_std / n * (n * dy - sum_dy - xhat * sum_dy_xhat).
+// dx = gamma * inv_std / n * (n * dy - sum_dy - xhat * sum_dy_xhat), dy masked as above.
 extern "C" __global__ void bn_backward_dx(const float* dy, const float* xhat, const float* inv_std,
-                                          const float* gamma, const double* sum_dy,
-                                          const double* sum_dy_xhat, float* dx, i64 c, i64 hw,
-                                          i64 per_channel, i64 total) {
+                                          const float* gamma, const float* beta, i64 relu,
+                                          const double* sum_dy, const double* sum_dy_xhat,
+                                          float* dx, i64 c, i64 hw, i64 per_channel, i64 total) {
   GRID_STRIDE(i, total) {
     i64 ch = (i / hw) % c;
     float n = (float)per_channel;
     float k = gamma[ch] * inv_std[ch] / n;
-    dx[i] = k * (n * dy[i] - (float)sum_dy[ch] - xhat[i] * (float)sum_dy_xhat[ch]);
+    float d = bn_relu_dy(dy, xhat, gamma, beta, relu, i, ch);
+    dx[i] = k * (n * d - (float)sum_dy[ch] - xhat[i] * (float)sum_dy_xhat[ch]);
   }
 }
 

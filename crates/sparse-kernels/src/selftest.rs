@@ -109,6 +109,27 @@ const CASES: &[Case] = &[
         let gr = norm::batch_norm_backward(&rn(&[8, 6, 5, 5], 6, d)?, &c, &g)?;
         Ok(vec![h(&gr.dx)?, h(&gr.dgamma)?, h(&gr.dbeta)?])
     }),
+    ("batch_norm+relu fused", 1e-4, |d| {
+        let x = rn(&[8, 6, 5, 5], 1, d)?;
+        let (g, b) = (rn(&[6], 2, d)?, rn(&[6], 3, d)?);
+        let (mut rm, mut rv) = (Tensor::zeros(&[6], d)?, Tensor::full(&[6], 1.0, d)?);
+        let p = norm::BatchNormParams::with_relu();
+        let (y, c) = norm::batch_norm_train(&x, &g, &b, &mut rm, &mut rv, p)?;
+        let ye = norm::batch_norm_relu_eval(&x, &g, &b, &rm, &rv, 1e-5)?;
+        let gr = norm::batch_norm_backward(&rn(&[8, 6, 5, 5], 6, d)?, &c, &g)?;
+        Ok(vec![
+            h(&y)?,
+            h(&ye)?,
+            h(&gr.dx)?,
+            h(&gr.dgamma)?,
+            h(&gr.dbeta)?,
+        ])
+    }),
+    ("add_relu_assign", EXACT, |d| {
+        let mut a = rn(&[1000], 1, d)?;
+        act::add_relu_assign(&mut a, &rn(&[1000], 2, d)?)?;
+        Ok(vec![h(&a)?])
+    }),
     ("max_pool2x2 forward / backward", EXACT, |d| {
         let x = rn(&[2, 3, 7, 8], 1, d)?;
         let (y, arg) = pool::max_pool2x2(&x)?;

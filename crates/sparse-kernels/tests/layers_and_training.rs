@@ -2,10 +2,10 @@
 
 mod common;
 use common::*;
-use sparse_kernels::ops::activation::{add, relu, relu_backward};
+use sparse_kernels::ops::activation::{add, add_assign, add_relu_assign, relu, relu_backward};
 use sparse_kernels::ops::loss::{softmax_cross_entropy, topk_correct};
 use sparse_kernels::ops::norm::{
-    batch_norm_backward, batch_norm_eval, batch_norm_train, BatchNormParams,
+    batch_norm_backward, batch_norm_eval, batch_norm_relu_eval, batch_norm_train, BatchNormParams,
 };
 use sparse_kernels::ops::optim::{sgd_step, MaskPolicy, SgdConfig};
 use sparse_kernels::ops::pool::*;
@@ -107,6 +107,67 @@ test_device!(
     batch_norm_forward_backward_and_running_stats_emu
 );
 
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.h().iter().map(|v| v.to_bits()).collect()
+}
+
+/// The fused BN+ReLU is the unfused pair bit for bit: forward, running statistics, eval,
+/// and the backward of `relu_backward`'s masked gradient (runs of 9 and 35 elements cover
+/// the vector lanes and their tails; β near zero puts half the outputs below zero).
+fn batch_norm_relu_fused_matches_the_unfused_pair(dev: &Device) -> TestResult {
+    for (ti, shape) in [vec![3usize, 4, 3, 3], vec![2, 3, 5, 7], vec![9, 5]]
+        .into_iter()
+        .enumerate()
+    {
+        let c = shape[1];
+        let x = randn(&shape, 40 + ti as u64, dev);
+        let g = randn(&[c], 50 + ti as u64, dev);
+        let bt = randn(&[c], 60 + ti as u64, dev);
+        let stats = || {
+            (
+                Tensor::full(&[c], 0.5, *dev).unwrap(),
+                Tensor::full(&[c], 2.0, *dev).unwrap(),
+            )
+        };
+        let (mut rm, mut rv) = stats();
+        let (yb, cb) = batch_norm_train(&x, &g, &bt, &mut rm, &mut rv, BatchNormParams::default())?;
+        let y_ref = relu(&yb)?;
+        let (mut rmf, mut rvf) = stats();
+        let (yf, cf) = batch_norm_train(
+            &x,
+            &g,
+            &bt,
+            &mut rmf,
+            &mut rvf,
+            BatchNormParams::with_relu(),
+        )?;
+        assert_eq!(bits(&yf), bits(&y_ref), "fused forward");
+        assert!(yf.h().contains(&0.0) && yf.h().iter().any(|&v| v > 0.0));
+        assert_eq!(bits(&cf.xhat), bits(&cb.xhat), "cached x̂");
+        assert_eq!(
+            (bits(&rmf), bits(&rvf)),
+            (bits(&rm), bits(&rv)),
+            "running stats"
+        );
+        let e_ref = relu(&batch_norm_eval(&x, &g, &bt, &rm, &rv, 1e-5)?)?;
+        let ef = batch_norm_relu_eval(&x, &g, &bt, &rm, &rv, 1e-5)?;
+        assert_eq!(bits(&ef), bits(&e_ref), "fused eval");
+        let dy = randn(&shape, 70 + ti as u64, dev);
+        let want = batch_norm_backward(&relu_backward(&dy, &yb)?, &cb, &g)?;
+        let got = batch_norm_backward(&dy, &cf, &g)?;
+        assert_eq!(bits(&got.dx), bits(&want.dx), "fused dx");
+        assert_eq!(bits(&got.dgamma), bits(&want.dgamma), "fused dγ");
+        assert_eq!(bits(&got.dbeta), bits(&want.dbeta), "fused dβ");
+    }
+    Ok(())
+}
+test_device!(
+    batch_norm_relu_fused_matches_the_unfused_pair,
+    batch_norm_relu_fused_matches_the_unfused_pair_cpu,
+    batch_norm_relu_fused_matches_the_unfused_pair_cuda,
+    batch_norm_relu_fused_matches_the_unfused_pair_emu
+);
+
 fn relu_add_and_pools(dev: &Device) -> TestResult {
     let x = randn(&[2, 3, 5, 4], 1, dev);
     let y = relu(&x).unwrap();
@@ -131,6 +192,19 @@ fn relu_add_and_pools(dev: &Device) -> TestResult {
         .zip(dy.h().iter())
         .all(|((&s, &a), &b)| s == a + b));
     assert!(add(&x, &randn(&[2, 3], 1, dev)).is_err());
+    // The fused residual sum + ReLU is the pair bit for bit, and a clone taken before an
+    // in-place op keeps its values (tensors share buffers copy-on-write).
+    let (mut a, before) = (x.clone(), x.clone());
+    add_relu_assign(&mut a, &dy)?;
+    let mut pair = x.clone();
+    add_assign(&mut pair, &dy)?;
+    assert_eq!(bits(&a), bits(&relu(&pair)?), "add_relu_assign");
+    assert_eq!(
+        bits(&before),
+        bits(&x),
+        "a clone is unchanged by in-place ops on another"
+    );
+    assert!(add_relu_assign(&mut a, &randn(&[2, 3], 1, dev)).is_err());
 
     // Max-pool on a hand-worked 1x1x2x4 (+ an odd trailing row dropped).
     let t = t(

@@ -2,11 +2,12 @@
 
 use anyhow::{bail, Result};
 use sparse_algos::Param;
-use sparse_kernels::ops::activation::{add_assign, relu, relu_backward};
+use sparse_kernels::ops::activation::{add_assign, add_relu_assign, relu, relu_backward};
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
 use sparse_kernels::ops::linear::{linear_backward, linear_forward};
 use sparse_kernels::ops::norm::{
-    batch_norm_backward, batch_norm_eval, batch_norm_train, BatchNormCache, BatchNormParams,
+    batch_norm_backward, batch_norm_eval, batch_norm_relu_eval, batch_norm_train, BatchNormCache,
+    BatchNormParams,
 };
 use sparse_kernels::ops::pool::{
     avg_pool, avg_pool_backward, global_avg_pool, global_avg_pool_backward, max_pool2x2,
@@ -97,7 +98,7 @@ pub struct Linear {
     x: Option<Tensor>,
 }
 
-/// BatchNorm2d.
+/// BatchNorm2d, with the following ReLU fused when `relu` is set.
 pub struct Bn {
     /// γ.
     pub gamma: Param,
@@ -107,7 +108,9 @@ pub struct Bn {
     pub running_mean: Tensor,
     /// Running variance.
     pub running_var: Tensor,
-    cache: Option<BatchNormCache>,
+    /// Whether a ReLU follows (fused: one pass over memory instead of three, same bits).
+    pub relu: bool,
+    cache: Option<Box<BatchNormCache>>,
 }
 
 /// A residual block: `relu(main(x) + shortcut(x))` (identity shortcut when empty).
@@ -116,8 +119,8 @@ pub struct Residual {
     pub main: Vec<Node>,
     /// Projection shortcut (empty: identity).
     pub shortcut: Vec<Node>,
-    /// The sum before the ReLU, for its backward (`relu(z) > 0` exactly where `z > 0`).
-    z: Option<Tensor>,
+    /// The block's output, for the ReLU's backward (`relu(z) > 0` exactly where `z > 0`).
+    y: Option<Tensor>,
 }
 
 /// A network node.
@@ -162,12 +165,23 @@ impl Node {
     }
     /// BatchNorm node over `c` channels.
     pub fn bn(name: &str, c: usize) -> Node {
+        Node::batch_norm(name, c, false)
+    }
+
+    /// BatchNorm node over `c` channels followed by a ReLU, fused (PyTorch's
+    /// `BatchNorm2d` then `ReLU`, with the same parameters and bits).
+    pub fn bn_relu(name: &str, c: usize) -> Node {
+        Node::batch_norm(name, c, true)
+    }
+
+    fn batch_norm(name: &str, c: usize, relu: bool) -> Node {
         let t = |v| Tensor::full(&[c], v, Device::Cpu).expect("cpu");
         Node::Bn(Bn {
             gamma: param(format!("{name}.weight"), t(1.0), false),
             beta: param(format!("{name}.bias"), t(0.0), false),
             running_mean: t(0.0),
             running_var: t(1.0),
+            relu,
             cache: None,
         })
     }
@@ -220,7 +234,10 @@ impl Node {
             }
             Node::Bn(b) => {
                 if ctx.train {
-                    let p = BatchNormParams::default();
+                    let p = BatchNormParams {
+                        relu: b.relu,
+                        ..BatchNormParams::default()
+                    };
                     let (g, bt) = (&b.gamma.value, &b.beta.value);
                     let (y, cache) = if ctx.freeze_running_stats {
                         let (mut rm, mut rv) = (b.running_mean.clone(), b.running_var.clone());
@@ -228,10 +245,15 @@ impl Node {
                     } else {
                         batch_norm_train(&x, g, bt, &mut b.running_mean, &mut b.running_var, p)?
                     };
-                    b.cache = Some(cache);
+                    b.cache = Some(Box::new(cache));
                     y
                 } else {
-                    batch_norm_eval(
+                    let eval = if b.relu {
+                        batch_norm_relu_eval
+                    } else {
+                        batch_norm_eval
+                    };
+                    eval(
                         &x,
                         &b.gamma.value,
                         &b.beta.value,
@@ -277,12 +299,12 @@ impl Node {
                 for n in &mut r.shortcut {
                     s = n.forward(s, ctx)?;
                 }
-                add_assign(&mut m, &s)?;
-                let y = relu(&m)?;
+                add_relu_assign(&mut m, &s)?;
                 if ctx.train {
-                    r.z = Some(m);
+                    // Shares `m`'s buffer (tensors are copy-on-write).
+                    r.y = Some(m.clone());
                 }
-                y
+                m
             }
         })
     }
@@ -386,10 +408,10 @@ impl Node {
                 dy.reshape(shape)?
             }
             Node::Residual(r) => {
-                let Some(z) = r.z.take() else {
+                let Some(y) = r.y.take() else {
                     bail!("residual backward without a training forward")
                 };
-                let d = relu_backward(&dy, &z)?;
+                let d = relu_backward(&dy, &y)?;
                 let mut gm = d.clone();
                 for n in r.main.iter_mut().rev() {
                     gm = n.backward(gm, ctx, true)?;
@@ -469,7 +491,7 @@ impl Residual {
         Residual {
             main,
             shortcut,
-            z: None,
+            y: None,
         }
     }
 }

@@ -167,8 +167,7 @@ pub fn build(
             let mut size = h.min(w);
             for (i, &co) in ch.iter().enumerate() {
                 nodes.push(init.conv(&format!("conv{}", i + 1), cin, co, 3, 1, 1)?);
-                nodes.push(Node::bn(&format!("bn{}", i + 1), co));
-                nodes.push(Node::Relu(None));
+                nodes.push(Node::bn_relu(&format!("bn{}", i + 1), co));
                 if size >= 2 {
                     nodes.push(Node::MaxPool(None));
                     size /= 2;
@@ -201,8 +200,7 @@ pub fn build(
                 }
                 let co = scale(v, width);
                 nodes.push(init.conv(&format!("features.{i}"), cin, co, 3, 1, 1)?);
-                nodes.push(Node::bn(&format!("features.{i}.bn"), co));
-                nodes.push(Node::Relu(None));
+                nodes.push(Node::bn_relu(&format!("features.{i}.bn"), co));
                 cin = co;
             }
             nodes.push(Node::GlobalAvg(None));
@@ -216,8 +214,7 @@ pub fn build(
             };
             let widths = [scale(16, width), scale(32, width), scale(64, width)];
             nodes.push(init.conv("conv1", c, widths[0], 3, 1, 1)?);
-            nodes.push(Node::bn("bn1", widths[0]));
-            nodes.push(Node::Relu(None));
+            nodes.push(Node::bn_relu("bn1", widths[0]));
             let mut cin = widths[0];
             for (s, &co) in widths.iter().enumerate() {
                 for b in 0..n {
@@ -244,8 +241,7 @@ pub fn build(
             let bottleneck = name == "resnet50";
             let widths = [64, 128, 256, 512].map(|v| scale(v, width));
             nodes.push(init.conv("conv1", c, widths[0], 3, 1, 1)?);
-            nodes.push(Node::bn("bn1", widths[0]));
-            nodes.push(Node::Relu(None));
+            nodes.push(Node::bn_relu("bn1", widths[0]));
             let mut cin = widths[0];
             for (s, &wd) in widths.iter().enumerate() {
                 for b in 0..blocks[s] {
@@ -304,8 +300,7 @@ fn basic_block(
 ) -> Result<Node> {
     let main = vec![
         init.conv(&format!("{name}.conv1"), cin, cout, 3, stride, 1)?,
-        Node::bn(&format!("{name}.bn1"), cout),
-        Node::Relu(None),
+        Node::bn_relu(&format!("{name}.bn1"), cout),
         init.conv(&format!("{name}.conv2"), cout, cout, 3, 1, 1)?,
         Node::bn(&format!("{name}.bn2"), cout),
     ];
@@ -325,11 +320,9 @@ fn bottleneck_block(
     let cout = width * 4;
     let main = vec![
         init.conv(&format!("{name}.conv1"), cin, width, 1, 1, 0)?,
-        Node::bn(&format!("{name}.bn1"), width),
-        Node::Relu(None),
+        Node::bn_relu(&format!("{name}.bn1"), width),
         init.conv(&format!("{name}.conv2"), width, width, 3, stride, 1)?,
-        Node::bn(&format!("{name}.bn2"), width),
-        Node::Relu(None),
+        Node::bn_relu(&format!("{name}.bn2"), width),
         init.conv(&format!("{name}.conv3"), width, cout, 1, 1, 0)?,
         Node::bn(&format!("{name}.bn3"), cout),
     ];

@@ -57,6 +57,16 @@ impl ElementwiseOps for CpuBackend {
         Ok(())
     }
 
+    fn add_relu_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
+        let b = b.cpu_data()?;
+        a.cpu_data_mut()?
+            .par_iter_mut()
+            .with_min_len(GRAIN)
+            .zip(b)
+            .for_each(|(x, y)| *x = (*x + y).max(0.0));
+        Ok(())
+    }
+
     fn scale(x: &mut Tensor, s: f32) -> Result<()> {
         x.cpu_data_mut()?
             .par_iter_mut()

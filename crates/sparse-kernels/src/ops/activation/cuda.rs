@@ -43,6 +43,9 @@ impl ElementwiseOps for CudaBackend {
     fn add_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
         binary("add_f32", a, b, a)
     }
+    fn add_relu_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
+        binary("add_relu_f32", a, b, a)
+    }
     fn scale(x: &mut Tensor, s: f32) -> Result<()> {
         let n = x.numel();
         let args = Args::new().t(x)?.f(s).i(n);

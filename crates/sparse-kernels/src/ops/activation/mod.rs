@@ -20,6 +20,8 @@ pub trait ElementwiseOps {
     fn add(a: &Tensor, b: &Tensor) -> Result<Tensor>;
     /// `a += b`.
     fn add_assign(a: &mut Tensor, b: &Tensor) -> Result<()>;
+    /// `a = max(a + b, 0)`.
+    fn add_relu_assign(a: &mut Tensor, b: &Tensor) -> Result<()>;
     /// `x *= s`.
     fn scale(x: &mut Tensor, s: f32) -> Result<()>;
     /// `dst = g + c·(mu − dst)`.
@@ -53,6 +55,13 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn add_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
     same_shape("add_assign", a, b)?;
     dispatch!(a.device(), ElementwiseOps::add_assign(a, b))
+}
+
+/// `a = relu(a + b)` in one pass: a residual block's sum and ReLU, the same bits as
+/// [`add_assign`] then [`relu_inplace`]. Its backward is [`relu_backward`] on the result.
+pub fn add_relu_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
+    same_shape("add_relu_assign", a, b)?;
+    dispatch!(a.device(), ElementwiseOps::add_relu_assign(a, b))
 }
 
 /// `x *= s`.

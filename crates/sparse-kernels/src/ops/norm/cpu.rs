@@ -1,57 +1,78 @@
 //! Batch norm on the CPU: per-channel sums in f64 in a fixed order, element passes in
-//! parallel per image.
+//! parallel per image, each over channel runs of `HW` elements (`cpu_runs`). With the ReLU
+//! fused ([`BatchNormParams::relu`]), the forward writes `max(γ·x̂ + β, 0)` and the backward
+//! takes `dy` as zero wherever `γ·x̂ + β <= 0`.
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::cpu_runs::{dsums_run, dx_run, eval_run, sum_run, train_run, Partial};
 use super::{dims, BatchNormCache, BatchNormGrads, BatchNormParams, NormOps};
 use crate::backend::CpuBackend;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// Lanes of the per-channel partial sums: lane `l` of a run takes its elements `l, l+8, ...`
-/// (so the loop vectorises); the last `len % 8` elements go to a sequential tail.
-const LANES: usize = 8;
-
-/// Per-channel sums over the `hw`-element runs of `[B, C, HW]` tensors, in f64 and in a
-/// fixed order: `K` sums at once, `f(ch, a, b)` giving the `K` terms of one element from
-/// the runs' values in `a` and `b` (the same tensor twice when there is one input). The
-/// order (eight lanes in image order, then their total, then the tail) does not depend on
-/// threads.
+/// Per-channel sums over the `hw`-element runs of a `[B, C, HW]` layout, channels in
+/// parallel: `run(ch, range, partials)` adds the run at `range` to the channel's `K`
+/// partial sums, images in order, so the totals do not depend on threads.
 fn channel_sums<const K: usize>(
     (b, c, hw): (usize, usize, usize),
-    a: &[f32],
-    bs: &[f32],
-    f: impl Fn(usize, f32, f32) -> [f64; K] + Sync,
+    run: impl Fn(usize, std::ops::Range<usize>, &mut [Partial; K]) + Sync,
 ) -> [Vec<f64>; K] {
     let per: Vec<[f64; K]> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut acc = [[0f64; LANES]; K];
-            let mut tail = [0f64; K];
+            let mut p = [Partial::default(); K];
             for bi in 0..b {
                 let base = (bi * c + ch) * hw;
-                let (ra, rb) = (&a[base..base + hw], &bs[base..base + hw]);
-                let (ca, cb) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
-                let (ta, tb) = (ca.remainder(), cb.remainder());
-                for (xa, xb) in ca.zip(cb) {
-                    for l in 0..LANES {
-                        let v = f(ch, xa[l], xb[l]);
-                        for k in 0..K {
-                            acc[k][l] += v[k];
-                        }
-                    }
-                }
-                for (&xa, &xb) in ta.iter().zip(tb) {
-                    let v = f(ch, xa, xb);
-                    for k in 0..K {
-                        tail[k] += v[k];
-                    }
-                }
+                run(ch, base..base + hw, &mut p);
             }
-            std::array::from_fn(|k| acc[k].iter().sum::<f64>() + tail[k])
+            p.map(|s| s.total())
         })
         .collect();
     std::array::from_fn(|k| per.iter().map(|s| s[k]).collect())
+}
+
+/// `n` elements to be written before [`assume_written`]: the element passes fill every
+/// output exactly once, so zeroing them first would be a wasted pass over memory.
+fn unwritten(n: usize) -> Vec<MaybeUninit<f32>> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: `MaybeUninit<f32>` needs no initialisation, and the capacity is `n`.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// The buffer of [`unwritten`] as f32.
+///
+/// # Safety
+/// Every element must have been written.
+unsafe fn assume_written(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: same allocation, length and capacity; `MaybeUninit<f32>` has f32's layout, and
+    // the caller guarantees that every element is initialised.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
+}
+
+/// One output of `n = B·C·HW` elements written channel run by channel run, images in
+/// parallel: `run(ch, range, out_run)` writes the run of channel `ch` at `range` (indices
+/// into the inputs) of the image whose chunk `out_run` belongs to.
+fn per_run(
+    (c, hw, n): (usize, usize, usize),
+    run: impl Fn(usize, std::ops::Range<usize>, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out = unwritten(n);
+    out.par_chunks_mut(c * hw)
+        .enumerate()
+        .for_each(|(bi, img)| {
+            for (ch, o) in img.chunks_mut(hw).enumerate() {
+                let at = (bi * c + ch) * hw;
+                run(ch, at..at + hw, o);
+            }
+        });
+    // SAFETY: `n` is `B·C·HW`, so the image chunks and their `C` runs of `HW` cover every
+    // element, and each `run` writes its whole run (the run kernels' contract).
+    unsafe { assume_written(out) }
 }
 
 impl NormOps for CpuBackend {
@@ -66,35 +87,28 @@ impl NormOps for CpuBackend {
         let (b, c, hw) = dims(x)?;
         let n = b * hw;
         let xs = x.cpu_data()?;
-        let [sum] = channel_sums((b, c, hw), xs, xs, |_, v, _| [v as f64]);
+        let [sum] = channel_sums((b, c, hw), |_, r, [s]| sum_run(s, &xs[r], None));
         let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
-        let [sq] = channel_sums((b, c, hw), xs, xs, |ch, v, _| {
-            let d = v as f64 - mean[ch];
-            [d * d]
-        });
+        let [sq] = channel_sums((b, c, hw), |ch, r, [s]| sum_run(s, &xs[r], Some(mean[ch])));
         let var: Vec<f64> = sq.iter().map(|s| s / n as f64).collect();
         let inv_std: Vec<f32> = var
             .iter()
             .map(|v| (1.0 / (v + p.eps as f64).sqrt()) as f32)
             .collect();
         let (g, bt) = (gamma.cpu_data()?, beta.cpu_data()?);
-        let mut xhat = vec![0f32; xs.len()];
-        let mut y = vec![0f32; xs.len()];
-        xhat.par_chunks_mut(c * hw)
-            .zip(y.par_chunks_mut(c * hw))
-            .zip(xs.par_chunks(c * hw))
-            .for_each(|((xh, yy), xx)| {
-                for ch in 0..c {
-                    let (m, is, gc, bc) = (mean[ch] as f32, inv_std[ch], g[ch], bt[ch]);
-                    let r = ch * hw..(ch + 1) * hw;
-                    for ((h, o), &v) in xh[r.clone()].iter_mut().zip(&mut yy[r.clone()]).zip(&xx[r])
-                    {
-                        let v = (v - m) * is;
-                        *h = v;
-                        *o = gc * v + bc;
-                    }
-                }
-            });
+        // x̂ and y are written in one pass: the second output goes through a raw pointer of
+        // its own buffer, disjoint per run like the first.
+        let mut y = unwritten(xs.len());
+        let yp = SendPtr(y.as_mut_ptr());
+        let xhat = per_run((c, hw, xs.len()), |ch, r, xh| {
+            let stats = (mean[ch] as f32, inv_std[ch], g[ch], bt[ch]);
+            // SAFETY: `r` is this run's range in a buffer of `xs.len()` elements, and runs
+            // are disjoint, so no other thread touches these elements of `y`.
+            let yr = unsafe { std::slice::from_raw_parts_mut(yp.get().add(r.start), r.len()) };
+            train_run(&xs[r], (xh, yr), stats, p.relu);
+        });
+        // SAFETY: `per_run` visited every run, and each `train_run` wrote its run of `y`.
+        let y = unsafe { assume_written(y) };
         let mom = p.momentum;
         for (rm, m) in running_mean.cpu_data_mut()?.iter_mut().zip(&mean) {
             *rm = (1.0 - mom) * *rm + mom * *m as f32;
@@ -109,6 +123,7 @@ impl NormOps for CpuBackend {
             BatchNormCache {
                 xhat: Tensor::from_vec(x.shape(), xhat, dev)?,
                 inv_std: Tensor::from_vec(&[c], inv_std, dev)?,
+                relu_beta: None,
             },
         ))
     }
@@ -120,6 +135,7 @@ impl NormOps for CpuBackend {
         running_mean: &Tensor,
         running_var: &Tensor,
         eps: f32,
+        relu: bool,
     ) -> Result<Tensor> {
         let (_, c, hw) = dims(x)?;
         let (g, bt, rm, rv) = (
@@ -130,13 +146,9 @@ impl NormOps for CpuBackend {
         );
         let scale: Vec<f32> = (0..c).map(|ch| g[ch] / (rv[ch] + eps).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|ch| bt[ch] - rm[ch] * scale[ch]).collect();
-        let mut y = x.cpu_data()?.to_vec();
-        y.par_chunks_mut(c * hw).for_each(|yy| {
-            for ch in 0..c {
-                for v in &mut yy[ch * hw..(ch + 1) * hw] {
-                    *v = *v * scale[ch] + shift[ch];
-                }
-            }
+        let xs = x.cpu_data()?;
+        let y = per_run((c, hw, xs.len()), |ch, r, o| {
+            eval_run(&xs[r], o, (scale[ch], shift[ch]), relu)
         });
         Tensor::from_vec(x.shape(), y, x.device())
     }
@@ -150,30 +162,37 @@ impl NormOps for CpuBackend {
         let n = (b * hw) as f64;
         let (d, xh) = (dy.cpu_data()?, cache.xhat.cpu_data()?);
         let inv_std = cache.inv_std.cpu_data()?;
-        let [sum_dy, sum_dy_xh] = channel_sums((b, c, hw), d, xh, |_, dv, hv| {
-            [dv as f64, dv as f64 * hv as f64]
-        });
         let g = gamma.cpu_data()?;
-        let mut dx = vec![0f32; d.len()];
-        dx.par_chunks_mut(c * hw)
-            .zip(d.par_chunks(c * hw))
-            .zip(xh.par_chunks(c * hw))
-            .for_each(|((dxx, dd), xx)| {
-                for ch in 0..c {
-                    let k = g[ch] * inv_std[ch] / n as f32;
-                    let (s1, s2) = (sum_dy[ch] as f32, sum_dy_xh[ch] as f32);
-                    let (nf, r) = (n as f32, ch * hw..(ch + 1) * hw);
-                    for ((o, &dv), &hv) in dxx[r.clone()].iter_mut().zip(&dd[r.clone()]).zip(&xx[r])
-                    {
-                        *o = k * (nf * dv - s1 - hv * s2);
-                    }
-                }
-            });
+        let relu_beta = cache.relu_beta.as_ref().map(|t| t.cpu_data()).transpose()?;
+        let relu = |ch: usize| relu_beta.map(|bt| (g[ch], bt[ch]));
+        let [sum_dy, sum_dy_xh] = channel_sums((b, c, hw), |ch, r, [s1, s2]| {
+            dsums_run((s1, s2), &d[r.clone()], &xh[r], relu(ch))
+        });
+        let dx = per_run((c, hw, d.len()), |ch, r, o| {
+            let nf = n as f32;
+            let k = g[ch] * inv_std[ch] / nf;
+            let coef = (k, nf, sum_dy[ch] as f32, sum_dy_xh[ch] as f32);
+            dx_run((&d[r.clone()], &xh[r]), o, coef, relu(ch))
+        });
         let dev = dy.device();
         Ok(BatchNormGrads {
             dx: Tensor::from_vec(dy.shape(), dx, dev)?,
             dgamma: Tensor::from_vec(&[c], sum_dy_xh.iter().map(|&v| v as f32).collect(), dev)?,
             dbeta: Tensor::from_vec(&[c], sum_dy.iter().map(|&v| v as f32).collect(), dev)?,
         })
+    }
+}
+
+/// A raw pointer that may cross to the pool's threads (each uses a disjoint range of it).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut MaybeUninit<f32>);
+// SAFETY: only used for disjoint per-run slices of one live buffer (see `batch_norm_train`).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut MaybeUninit<f32> {
+        self.0
     }
 }

@@ -56,9 +56,17 @@ impl NormOps for CudaBackend {
             .t(&y)?
             .i(c)
             .i(hw)
-            .i(n);
+            .i(n)
+            .i(p.relu as usize);
         ctx.launch(F, "bn_apply_train", grid_1d(n), args)?;
-        Ok((y, BatchNormCache { xhat, inv_std }))
+        Ok((
+            y,
+            BatchNormCache {
+                xhat,
+                inv_std,
+                relu_beta: None,
+            },
+        ))
     }
 
     fn batch_norm_eval(
@@ -68,6 +76,7 @@ impl NormOps for CudaBackend {
         running_mean: &Tensor,
         running_var: &Tensor,
         eps: f32,
+        relu: bool,
     ) -> Result<Tensor> {
         let (_, c, hw) = dims(x)?;
         let y = Tensor::zeros(x.shape(), x.device())?;
@@ -82,7 +91,8 @@ impl NormOps for CudaBackend {
             .t(&y)?
             .i(c)
             .i(hw)
-            .i(n);
+            .i(n)
+            .i(relu as usize);
         ctx_of(x)?.launch(F, "bn_eval", grid_1d(n), args)?;
         Ok(y)
     }
@@ -97,9 +107,17 @@ impl NormOps for CudaBackend {
         let dev = dy.device();
         let sum_dy = TensorOf::<f64>::zeros(&[c], dev)?;
         let sum_dy_xh = TensorOf::<f64>::zeros(&[c], dev)?;
+        // Without a fused ReLU the kernels ignore β; γ stands in for the pointer.
+        let (beta, relu) = match &cache.relu_beta {
+            Some(bt) => (bt, 1),
+            None => (gamma, 0),
+        };
         let args = Args::new()
             .t(dy)?
             .t(&cache.xhat)?
+            .t(gamma)?
+            .t(beta)?
+            .i(relu)
             .i(b)
             .i(c)
             .i(hw)
@@ -113,6 +131,8 @@ impl NormOps for CudaBackend {
             .t(&cache.xhat)?
             .t(&cache.inv_std)?
             .t(gamma)?
+            .t(beta)?
+            .i(relu)
             .t(&sum_dy)?
             .t(&sum_dy_xh)?
             .t(&dx)?
