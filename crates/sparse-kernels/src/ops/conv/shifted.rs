@@ -34,12 +34,16 @@ pub(super) const SHIFTED_MIN_PLANE: usize = 256;
 /// larger than 1x1 with "same" padding, and an output plane of at least
 /// [`SHIFTED_MIN_PLANE`] positions.
 pub(super) fn applies(g: &ConvGeom, w: &CpuWeight) -> bool {
+    fits(g) && !matches!(w, CpuWeight::Sparse(_))
+}
+
+/// The geometry half of [`applies`] (the weight gradient needs no weight).
+pub(super) fn fits(g: &ConvGeom) -> bool {
     g.stride == 1
         && g.kh == g.kw
         && g.kh > 1
         && g.kh == 2 * g.pad + 1
         && g.h * g.w >= SHIFTED_MIN_PLANE
-        && !matches!(w, CpuWeight::Sparse(_))
 }
 
 /// The padded grid of one geometry.
