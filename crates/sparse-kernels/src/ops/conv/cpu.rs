@@ -445,7 +445,12 @@ impl super::ConvOps for crate::backend::CpuBackend {
                 need_dx.then(|| {
                     profile::time(Phase::InputGrad, || direct::backward_input(g, dys, sw))
                 }),
-                backward(g, dys, xs, &cw, false, None).1,
+                // The dense gradient of a grow step: the shifted GEMM where it fits.
+                if shifted::fits(g) {
+                    profile::time(Phase::WeightGrad, || shifted::backward_weight(g, dys, xs))
+                } else {
+                    backward(g, dys, xs, &cw, false, None).1
+                },
             ),
             (_, m) => backward(g, dys, xs, &cw, need_dx, m),
         };
