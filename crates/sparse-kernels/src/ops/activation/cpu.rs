@@ -20,6 +20,17 @@ fn map2(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Te
     Tensor::from_vec(a.shape(), y, a.device())
 }
 
+/// `a = f(a, b)` element by element, in place.
+fn zip_assign(a: &mut Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<()> {
+    let b = b.cpu_data()?;
+    a.cpu_data_mut()?
+        .par_iter_mut()
+        .with_min_len(GRAIN)
+        .zip(b)
+        .for_each(|(x, &y)| *x = f(*x, y));
+    Ok(())
+}
+
 impl ElementwiseOps for CpuBackend {
     fn relu(x: &Tensor) -> Result<Tensor> {
         let y: Vec<f32> = x
@@ -48,23 +59,11 @@ impl ElementwiseOps for CpuBackend {
     }
 
     fn add_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
-        let b = b.cpu_data()?;
-        a.cpu_data_mut()?
-            .par_iter_mut()
-            .with_min_len(GRAIN)
-            .zip(b)
-            .for_each(|(x, y)| *x += y);
-        Ok(())
+        zip_assign(a, b, |x, y| x + y)
     }
 
     fn add_relu_assign(a: &mut Tensor, b: &Tensor) -> Result<()> {
-        let b = b.cpu_data()?;
-        a.cpu_data_mut()?
-            .par_iter_mut()
-            .with_min_len(GRAIN)
-            .zip(b)
-            .for_each(|(x, y)| *x = (*x + y).max(0.0));
-        Ok(())
+        zip_assign(a, b, |x, y| (x + y).max(0.0))
     }
 
     fn scale(x: &mut Tensor, s: f32) -> Result<()> {

@@ -54,25 +54,36 @@ unsafe fn assume_written(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
 }
 
-/// One output of `n = B·C·HW` elements written channel run by channel run, images in
-/// parallel: `run(ch, range, out_run)` writes the run of channel `ch` at `range` (indices
-/// into the inputs) of the image whose chunk `out_run` belongs to.
-fn per_run(
+/// `K` outputs of `n = B·C·HW` elements written channel run by channel run, images in
+/// parallel: `run(ch, range, out_runs)` writes the run of channel `ch` at `range` (indices
+/// into the inputs) of every output.
+fn per_run<const K: usize>(
     (c, hw, n): (usize, usize, usize),
-    run: impl Fn(usize, std::ops::Range<usize>, &mut [MaybeUninit<f32>]) + Sync,
-) -> Vec<f32> {
-    let mut out = unwritten(n);
-    out.par_chunks_mut(c * hw)
-        .enumerate()
-        .for_each(|(bi, img)| {
-            for (ch, o) in img.chunks_mut(hw).enumerate() {
-                let at = (bi * c + ch) * hw;
-                run(ch, at..at + hw, o);
-            }
-        });
+    run: impl Fn(usize, std::ops::Range<usize>, [&mut [MaybeUninit<f32>]; K]) + Sync,
+) -> [Vec<f32>; K] {
+    let mut outs: [Vec<MaybeUninit<f32>>; K] = std::array::from_fn(|_| unwritten(n));
+    // Per image, its chunk of every output (`C·HW` is 0 only when `n` is).
+    let img = (c * hw).max(1);
+    let mut splits = outs.each_mut().map(|o| o.chunks_mut(img));
+    let images: Vec<[&mut [MaybeUninit<f32>]; K]> = (0..n / img)
+        .map(|_| {
+            splits
+                .each_mut()
+                .map(|s| s.next().expect("outputs of one length"))
+        })
+        .collect();
+    images.into_par_iter().enumerate().for_each(|(bi, img)| {
+        let mut runs = img.map(|o| o.chunks_mut(hw));
+        for ch in 0..c {
+            let at = (bi * c + ch) * hw;
+            let parts = runs.each_mut().map(|r| r.next().expect("C runs per image"));
+            run(ch, at..at + hw, parts);
+        }
+    });
     // SAFETY: `n` is `B·C·HW`, so the image chunks and their `C` runs of `HW` cover every
-    // element, and each `run` writes its whole run (the run kernels' contract).
-    unsafe { assume_written(out) }
+    // element of every output, and each `run` writes its whole runs (the run kernels'
+    // contract).
+    outs.map(|o| unsafe { assume_written(o) })
 }
 
 impl NormOps for CpuBackend {
@@ -96,19 +107,11 @@ impl NormOps for CpuBackend {
             .map(|v| (1.0 / (v + p.eps as f64).sqrt()) as f32)
             .collect();
         let (g, bt) = (gamma.cpu_data()?, beta.cpu_data()?);
-        // x̂ and y are written in one pass: the second output goes through a raw pointer of
-        // its own buffer, disjoint per run like the first.
-        let mut y = unwritten(xs.len());
-        let yp = SendPtr(y.as_mut_ptr());
-        let xhat = per_run((c, hw, xs.len()), |ch, r, xh| {
+        // x̂ and y in one pass.
+        let [xhat, y] = per_run((c, hw, xs.len()), |ch, r, [xh, yr]| {
             let stats = (mean[ch] as f32, inv_std[ch], g[ch], bt[ch]);
-            // SAFETY: `r` is this run's range in a buffer of `xs.len()` elements, and runs
-            // are disjoint, so no other thread touches these elements of `y`.
-            let yr = unsafe { std::slice::from_raw_parts_mut(yp.get().add(r.start), r.len()) };
             train_run(&xs[r], (xh, yr), stats, p.relu);
         });
-        // SAFETY: `per_run` visited every run, and each `train_run` wrote its run of `y`.
-        let y = unsafe { assume_written(y) };
         let mom = p.momentum;
         for (rm, m) in running_mean.cpu_data_mut()?.iter_mut().zip(&mean) {
             *rm = (1.0 - mom) * *rm + mom * *m as f32;
@@ -147,7 +150,7 @@ impl NormOps for CpuBackend {
         let scale: Vec<f32> = (0..c).map(|ch| g[ch] / (rv[ch] + eps).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|ch| bt[ch] - rm[ch] * scale[ch]).collect();
         let xs = x.cpu_data()?;
-        let y = per_run((c, hw, xs.len()), |ch, r, o| {
+        let [y] = per_run((c, hw, xs.len()), |ch, r, [o]| {
             eval_run(&xs[r], o, (scale[ch], shift[ch]), relu)
         });
         Tensor::from_vec(x.shape(), y, x.device())
@@ -168,7 +171,7 @@ impl NormOps for CpuBackend {
         let [sum_dy, sum_dy_xh] = channel_sums((b, c, hw), |ch, r, [s1, s2]| {
             dsums_run((s1, s2), &d[r.clone()], &xh[r], relu(ch))
         });
-        let dx = per_run((c, hw, d.len()), |ch, r, o| {
+        let [dx] = per_run((c, hw, d.len()), |ch, r, [o]| {
             let nf = n as f32;
             let k = g[ch] * inv_std[ch] / nf;
             let coef = (k, nf, sum_dy[ch] as f32, sum_dy_xh[ch] as f32);
@@ -180,19 +183,5 @@ impl NormOps for CpuBackend {
             dgamma: Tensor::from_vec(&[c], sum_dy_xh.iter().map(|&v| v as f32).collect(), dev)?,
             dbeta: Tensor::from_vec(&[c], sum_dy.iter().map(|&v| v as f32).collect(), dev)?,
         })
-    }
-}
-
-/// A raw pointer that may cross to the pool's threads (each uses a disjoint range of it).
-#[derive(Clone, Copy)]
-struct SendPtr(*mut MaybeUninit<f32>);
-// SAFETY: only used for disjoint per-run slices of one live buffer (see `batch_norm_train`).
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut MaybeUninit<f32> {
-        self.0
     }
 }
