@@ -1,6 +1,7 @@
-//! Hot inner loops with runtime dispatch: an AVX2+FMA build of each kernel when the CPU has
-//! it, a portable build otherwise. Both are the same generic code; only `madd` differs
-//! (fused on the fast path), so results are reproducible on a given machine.
+//! Hot inner loops with runtime dispatch: an AVX-512 build (512-bit vectors) and an
+//! AVX2+FMA build of each kernel when the CPU has them, a portable build otherwise. All are
+//! the same generic code; only `madd` differs (fused on the fast paths, which share their
+//! bits), so results are reproducible on a given machine.
 
 /// Column tile of the SpMM and plane kernels: 64 f32 accumulators = 8 AVX registers.
 pub(crate) const TILE: usize = 64;
@@ -30,7 +31,10 @@ pub(crate) fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Defines `$name(args)` that runs `$generic::<true>` under `avx2,fma` when available.
+/// Defines `$name(args)` that runs `$generic::<true>` under `avx512f` (512-bit vectors) or
+/// `avx2,fma` when available, else `$generic::<false>`. The generic code keeps its lanes
+/// explicit and the compiler does not reorder float arithmetic, so the vector width only
+/// changes speed: the AVX-512 and AVX2 builds give the same bits.
 macro_rules! dispatch_fma {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $generic:ident) => {
         $(#[$m])*
@@ -38,10 +42,19 @@ macro_rules! dispatch_fma {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $generic::<true>($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
                     $generic::<true>($($arg),*)
+                }
+                if $crate::simd::has_avx512() {
+                    // SAFETY: the CPU supports avx512f/vl, avx2 and fma (checked at run time).
+                    return unsafe { wide($($arg),*) };
                 }
                 if $crate::simd::has_fma() {
                     // SAFETY: the CPU supports avx2 and fma (checked at run time).
@@ -118,10 +131,53 @@ pub(crate) fn has_avx512() -> bool {
     {
         use std::sync::OnceLock;
         static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| has_fma() && is_x86_feature_detected!("avx512f"))
+        *HAS.get_or_init(|| {
+            has_fma() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+/// `(wide, avx2)`: the AVX-512 and the AVX2+FMA builds of `$generic::<true>`, for tests that
+/// check they give the same bits (`dispatch_fma!` relies on it). Unsafe to call: the CPU
+/// must have avx512f/vl (`wide`) or avx2 and fma (`avx2`).
+#[cfg(all(test, target_arch = "x86_64"))]
+macro_rules! both_builds {
+    ($generic:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?) => {{
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+            $generic::<true>($($arg),*)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+            $generic::<true>($($arg),*)
+        }
+        (wide, avx2)
+    }};
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::test_util::lcg;
+
+    #[test]
+    fn avx512_and_avx2_dots_give_the_same_bits() {
+        if !has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let mut s = 7u64;
+        let a: Vec<f32> = (0..4133).map(|_| lcg(&mut s)).collect();
+        let b: Vec<f32> = (0..4133).map(|_| lcg(&mut s)).collect();
+        let (wide, avx2) = both_builds!(dot_generic(a: &[f32], b: &[f32]) -> f32);
+        for len in [0, 1, 7, 31, 32, 33, 100, 1000, 4133] {
+            // SAFETY: the CPU has AVX-512 (checked above), hence avx2 and fma too.
+            let (w, v) = unsafe { (wide(&a[..len], &b[..len]), avx2(&a[..len], &b[..len])) };
+            assert_eq!(w.to_bits(), v.to_bits(), "length {len}");
+        }
     }
 }

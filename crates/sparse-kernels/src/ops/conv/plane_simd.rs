@@ -216,3 +216,65 @@ dispatch_fma!(
         acc: &mut [Lanes],
     ) => plane_dots_generic
 );
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::test_util::lcg;
+
+    /// The AVX-512 build of the plane kernels gives the AVX2 build's bits, on every plane
+    /// width the kernels special-case and on a ragged one.
+    #[test]
+    fn avx512_and_avx2_plane_kernels_give_the_same_bits() {
+        if !crate::simd::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let (accum_wide, accum_avx2) = both_builds!(plane_accum_generic(
+            offs: &[u32],
+            vals: &[f32],
+            img: &[f32],
+            row_stride: usize,
+            oh: usize,
+            ow: usize,
+            out: &mut [f32],
+        ));
+        let (dots_wide, dots_avx2) = both_builds!(plane_dots_generic(
+            offs: &[u32],
+            img: &[f32],
+            row_stride: usize,
+            dy: &[f32],
+            oh: usize,
+            ow: usize,
+            acc: &mut [Lanes],
+        ));
+        let mut s = 11u64;
+        for w in [4, 8, 13, 16, 32] {
+            let stride = w + 2;
+            let img: Vec<f32> = (0..stride * (w + 2)).map(|_| lcg(&mut s)).collect();
+            // A 3x3 kernel's window offsets, 9 entries, plus a repeated one (15 in all).
+            let offs: Vec<u32> = (0..15)
+                .map(|e| ((e % 3) + (e / 3 % 3) * stride) as u32)
+                .collect();
+            let vals: Vec<f32> = offs.iter().map(|_| lcg(&mut s)).collect();
+            let dy: Vec<f32> = (0..w * w).map(|_| lcg(&mut s)).collect();
+            let start: Vec<f32> = (0..w * w).map(|_| lcg(&mut s)).collect();
+            let (mut o1, mut o2) = (start.clone(), start);
+            let (mut a1, mut a2) = (vec![[0.5f32; 8]; 15], vec![[0.5f32; 8]; 15]);
+            // SAFETY: the CPU has AVX-512 (checked above), hence avx2 and fma too.
+            unsafe {
+                accum_wide(&offs, &vals, &img, stride, w, w, &mut o1);
+                accum_avx2(&offs, &vals, &img, stride, w, w, &mut o2);
+                dots_wide(&offs, &img, stride, &dy, w, w, &mut a1);
+                dots_avx2(&offs, &img, stride, &dy, w, w, &mut a2);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&o1), bits(&o2), "plane_accum, width {w}");
+            assert_eq!(
+                bits(a1.as_flattened()),
+                bits(a2.as_flattened()),
+                "plane_dots, width {w}"
+            );
+        }
+    }
+}
