@@ -1,5 +1,5 @@
 //! sparse-kernels benchmarks: SGEMM vs the machine's FMA peak, SpMM vs dense at several
-//! sparsities, conv2d (forward + backward-to-input + weight gradient) sparse vs dense, and a
+//! sparsities, conv2d (forward + backward-to-input + weight gradient) sparse vs dense, BatchNorm, and a
 //! ResNet-50-sized mask update. Ratios are computed from medians of the same run.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -8,6 +8,7 @@ use sparse_core::{drop_and_grow, Mask};
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
 use sparse_kernels::ops::gemm::gemm;
 use sparse_kernels::ops::linear::{linear_backward, linear_forward};
+use sparse_kernels::ops::norm::{batch_norm_backward, batch_norm_train, BatchNormParams};
 use sparse_kernels::ops::sparse::{sparse_weight_mm_into, spmm_into};
 use sparse_kernels::{DeviceMask, SparseWeight, Tensor, WeightGrad, WeightRef};
 use std::hint::black_box;
@@ -245,8 +246,35 @@ fn mask_update(c: &mut Criterion) {
     g.finish();
 }
 
+/// BatchNorm+ReLU training forward and backward at ResNet-20's three stage shapes and
+/// ResNet-18's first (batch 128): memory-bound passes over 2-32 MiB activations.
+fn batch_norm_resnet(c: &mut Criterion) {
+    let mut g = c.benchmark_group("batch_norm_relu_b128_fwd_bwd");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for (ch, hw) in [(16usize, 32usize), (32, 16), (64, 8), (64, 32)] {
+        let x = tensor(&[128, ch, hw, hw], 21);
+        let dy = tensor(&[128, ch, hw, hw], 22);
+        let gamma = tensor(&[ch], 23);
+        let beta = tensor(&[ch], 24);
+        let (mut rm, mut rv) = (tensor(&[ch], 25), tensor(&[ch], 26));
+        g.throughput(Throughput::Bytes((128 * ch * hw * hw * 4) as u64));
+        g.bench_function(BenchmarkId::new("shape", format!("{ch}x{hw}x{hw}")), |b| {
+            b.iter(|| {
+                let p = BatchNormParams::with_relu();
+                let (y, cache) = batch_norm_train(&x, &gamma, &beta, &mut rm, &mut rv, p).unwrap();
+                let gr = batch_norm_backward(&dy, &cache, &gamma).unwrap();
+                black_box((y, gr))
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    batch_norm_resnet,
     peak,
     sgemm,
     spmm_vs_dense,
