@@ -361,6 +361,9 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+#[global_allocator]
+static ALLOC: sparse_train::alloc::HugePageAlloc = sparse_train::alloc::HugePageAlloc;
+
 fn main() {
     sparse_train::alloc::keep_freed_memory();
     let cli = Cli::parse();
