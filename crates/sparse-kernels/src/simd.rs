@@ -31,6 +31,26 @@ pub(crate) fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
+/// `(wide, avx2)`: the AVX-512 and the AVX2+FMA builds of `$generic::<true>`, as unsafe fns
+/// (the CPU must have avx512f/vl, or avx2 and fma). [`dispatch_fma!`] picks one at run time;
+/// tests call both to check that they give the same bits.
+#[cfg(target_arch = "x86_64")]
+macro_rules! both_builds {
+    ($generic:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?) => {{
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+            $generic::<true>($($arg),*)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+            $generic::<true>($($arg),*)
+        }
+        (wide, avx2)
+    }};
+}
+
 /// Defines `$name(args)` that runs `$generic::<true>` under `avx512f` (512-bit vectors) or
 /// `avx2,fma` when available, else `$generic::<false>`. The generic code keeps its lanes
 /// explicit and the compiler does not reorder float arithmetic, so the vector width only
@@ -42,16 +62,7 @@ macro_rules! dispatch_fma {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
-                    $generic::<true>($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
-                    $generic::<true>($($arg),*)
-                }
+                let (wide, fast) = both_builds!($generic($($arg: $ty),*) $(-> $ret)?);
                 if $crate::simd::has_avx512() {
                     // SAFETY: the CPU supports avx512f/vl, avx2 and fma (checked at run time).
                     return unsafe { wide($($arg),*) };
@@ -139,24 +150,6 @@ pub(crate) fn has_avx512() -> bool {
     {
         false
     }
-}
-
-/// `(wide, avx2)`: the AVX-512 and the AVX2+FMA builds of `$generic::<true>`, for tests that
-/// check they give the same bits (`dispatch_fma!` relies on it). Unsafe to call: the CPU
-/// must have avx512f/vl (`wide`) or avx2 and fma (`avx2`).
-#[cfg(all(test, target_arch = "x86_64"))]
-macro_rules! both_builds {
-    ($generic:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?) => {{
-        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
-            $generic::<true>($($arg),*)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-            $generic::<true>($($arg),*)
-        }
-        (wide, avx2)
-    }};
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
