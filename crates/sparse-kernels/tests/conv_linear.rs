@@ -3,8 +3,10 @@
 
 mod common;
 use common::*;
+use sparse_kernels::ops::activation::add_assign;
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
-use sparse_kernels::ops::linear::{linear_backward, linear_forward};
+use sparse_kernels::ops::linear::{linear_backward, linear_backward_reusing, linear_forward};
+use sparse_kernels::ops::sparse::AtMaskGradMemo;
 use sparse_kernels::{test_device, Device, SparseWeight, Tensor, WeightGrad, WeightRef};
 
 /// (batch, in, h, w, out, k, stride, pad)
@@ -400,3 +402,53 @@ fn sparse_kernels_nested_on_one_worker_give_the_same_results() {
         assert_eq!(y, alone);
     }
 }
+
+fn linear_reuses_its_at_mask_gradient_only_while_valid(dev: &Device) -> TestResult {
+    let (b, i, o) = (6, 40, 12);
+    let x = randn(&[b, i], 1, dev);
+    let w = randn(&[o, i], 2, dev);
+    let mut mask = mask_at(w.shape(), 0.9, 3, dev);
+    let sw = SparseWeight::new(&w, &mask)?;
+    let mut memo = AtMaskGradMemo::default();
+    let mut grad = Tensor::zeros(w.shape(), *dev)?;
+    let bits = |t: &Tensor| t.h().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for step in 0..3u64 {
+        let dy = randn(&[b, o], 10 + step, dev);
+        let wg = WeightGrad::AtMask(&mask);
+        let version = AtMaskGradMemo::version_of(&wg);
+        let buf = memo.take(&mut grad, version);
+        // Nothing is recorded before the first step; device tensors are never reused.
+        assert_eq!(
+            buf.is_some(),
+            step > 0 && *dev == Device::Cpu,
+            "step {step}"
+        );
+        let wr = WeightRef::Sparse(&sw);
+        let g = linear_backward_reusing(&dy, &x, wr, false, false, wg, buf)?;
+        let fresh = linear_backward(&dy, &x, wr, false, false, wg)?;
+        assert_eq!(bits(&g.dw), bits(&fresh.dw), "step {step}");
+        grad = g.dw;
+        memo.record(&grad, version);
+    }
+    // A gradient changed since it was recorded is not reused.
+    let version = AtMaskGradMemo::version_of(&WeightGrad::AtMask(&mask));
+    let mut changed = grad.clone();
+    add_assign(&mut changed, &grad)?;
+    assert!(memo.take(&mut changed, version).is_none());
+    // Nor is one recorded under an earlier mask.
+    memo.record(&grad, version);
+    mask.set(mask_at(w.shape(), 0.9, 4, dev).mask().clone())?;
+    let new_version = AtMaskGradMemo::version_of(&WeightGrad::AtMask(&mask));
+    assert!(memo.take(&mut grad, new_version).is_none());
+    // A dense gradient is never recorded.
+    memo.record(&grad, None);
+    assert!(memo.take(&mut grad, new_version).is_none());
+    Ok(())
+}
+
+test_device!(
+    linear_reuses_its_at_mask_gradient_only_while_valid,
+    linear_reuses_its_at_mask_gradient_only_while_valid_cpu,
+    linear_reuses_its_at_mask_gradient_only_while_valid_cuda,
+    linear_reuses_its_at_mask_gradient_only_while_valid_emu
+);

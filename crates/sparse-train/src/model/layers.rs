@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use sparse_algos::Param;
 use sparse_kernels::ops::activation::{add_assign, add_relu_assign, relu, relu_backward};
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
-use sparse_kernels::ops::linear::{linear_backward, linear_forward};
+use sparse_kernels::ops::linear::{linear_backward_reusing, linear_forward};
 use sparse_kernels::ops::norm::{
     batch_norm_backward, batch_norm_eval, batch_norm_relu_eval, batch_norm_train, BatchNormCache,
     BatchNormParams,
@@ -13,6 +13,7 @@ use sparse_kernels::ops::pool::{
     avg_pool, avg_pool_backward, global_avg_pool, global_avg_pool_backward, max_pool2x2,
     max_pool2x2_backward,
 };
+use sparse_kernels::ops::sparse::AtMaskGradMemo;
 use sparse_kernels::profile::{self, Phase};
 use sparse_kernels::{Device, ExecMode, ExecPolicy, IndexTensor, Tensor, WeightGrad, WeightRef};
 
@@ -96,6 +97,8 @@ pub struct Linear {
     /// Bias `[out]`.
     pub b: Param,
     x: Option<Tensor>,
+    /// The at-mask weight gradient last produced, reused as the next one's buffer.
+    grad_memo: AtMaskGradMemo,
 }
 
 /// BatchNorm2d, with the following ReLU fused when `relu` is set.
@@ -161,6 +164,7 @@ impl Node {
             w: param(format!("{name}.weight"), w, true),
             b: param(format!("{name}.bias"), b, false),
             x: None,
+            grad_memo: AtMaskGradMemo::default(),
         })
     }
     /// BatchNorm node over `c` channels.
@@ -350,15 +354,19 @@ impl Node {
                 let Some(x) = l.x.take() else {
                     bail!("linear backward without a training forward")
                 };
-                let g = linear_backward(
+                let version = AtMaskGradMemo::version_of(&grad_mode(&l.w, ctx));
+                let buf = l.grad_memo.take(&mut l.w.grad, version);
+                let g = linear_backward_reusing(
                     &dy,
                     &x,
                     weight_ref(&l.w, ctx, false),
                     true,
                     need_dx,
                     grad_mode(&l.w, ctx),
+                    buf,
                 )?;
                 l.w.grad = g.dw;
+                l.grad_memo.record(&l.w.grad, version);
                 let Some(db) = g.db else {
                     bail!("linear backward returned no bias gradient")
                 };

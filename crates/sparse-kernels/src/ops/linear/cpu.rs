@@ -8,6 +8,7 @@ use crate::backend::CpuBackend;
 use crate::error::Result;
 use crate::ops::gemm::cpu::sgemm;
 use crate::ops::sparse::cpu as sp;
+use crate::ops::sparse::grad_reuse::host_buffer;
 use crate::ops::sparse::weight::CpuWeight;
 use crate::ops::sparse::{WeightGrad, WeightRef};
 use crate::ops::transpose::transpose;
@@ -49,13 +50,16 @@ impl LinearOps for CpuBackend {
         has_bias: bool,
         need_dx: bool,
         wgrad: WeightGrad,
+        dw_buf: Option<Tensor>,
     ) -> Result<LinearGrads> {
         let (xs, dys) = (x.cpu_data()?, dy.cpu_data()?);
         let cw = w.cpu()?;
         let dyt = transpose(dys, b, o);
-        let mut dw = vec![0f32; o * i];
+        // A reused buffer is zero off the mask and every mask entry is written below.
+        let mut dw_t = host_buffer(dw_buf, w.shape())?;
+        let dw = dw_t.cpu_data_mut()?;
         profile::time(Phase::WeightGrad, || match wgrad {
-            WeightGrad::Dense => sgemm(o, i, b, 1.0, &dyt, false, xs, false, 0.0, &mut dw, true),
+            WeightGrad::Dense => sgemm(o, i, b, 1.0, &dyt, false, xs, false, 0.0, dw, true),
             WeightGrad::AtMask(m) => {
                 let xt = transpose(xs, b, i);
                 match cw {
@@ -63,9 +67,9 @@ impl LinearOps for CpuBackend {
                     CpuWeight::Sparse(s) if s.mask_version() == m.version() => {
                         let t = s.csr_t();
                         let structure = (t.row_ptr(), t.col_idx());
-                        sp::sddmm_columns(structure, i, &dyt, &xt, b, &mut dw, true)
+                        sp::sddmm_columns(structure, i, &dyt, &xt, b, dw, true)
                     }
-                    _ => sp::sddmm_mask(m.mask(), o, i, &dyt, &xt, b, &mut dw, true),
+                    _ => sp::sddmm_mask(m.mask(), o, i, &dyt, &xt, b, dw, true),
                 }
             }
         });
@@ -92,10 +96,6 @@ impl LinearOps for CpuBackend {
         } else {
             None
         };
-        Ok(LinearGrads {
-            dx,
-            dw: Tensor::from_vec(w.shape(), dw, x.device())?,
-            db,
-        })
+        Ok(LinearGrads { dx, dw: dw_t, db })
     }
 }

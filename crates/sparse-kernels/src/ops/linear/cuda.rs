@@ -49,6 +49,7 @@ impl LinearOps for CudaBackend {
         has_bias: bool,
         need_dx: bool,
         wgrad: WeightGrad,
+        _dw_buf: Option<Tensor>,
     ) -> Result<LinearGrads> {
         let dev = x.device();
         let sparse = match w {

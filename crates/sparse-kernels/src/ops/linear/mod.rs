@@ -30,7 +30,8 @@ pub trait LinearOps {
         w: WeightRef,
         bias: Option<&Tensor>,
     ) -> Result<Tensor>;
-    /// See [`linear_backward`].
+    /// See [`linear_backward_reusing`] (`dw_buf` is only a hint: a backend may drop it).
+    #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         dims: (usize, usize, usize),
         dy: &Tensor,
@@ -39,6 +40,7 @@ pub trait LinearOps {
         has_bias: bool,
         need_dx: bool,
         wgrad: WeightGrad,
+        dw_buf: Option<Tensor>,
     ) -> Result<LinearGrads>;
 }
 
@@ -82,12 +84,29 @@ pub fn linear_backward(
     need_dx: bool,
     wgrad: WeightGrad,
 ) -> Result<LinearGrads> {
+    linear_backward_reusing(dy, x, w, has_bias, need_dx, wgrad, None)
+}
+
+/// [`linear_backward`] that may write an at-mask weight gradient into `dw_buf`, the
+/// layer's previous at-mask gradient for the same mask (see
+/// [`AtMaskGradMemo`](crate::ops::sparse::AtMaskGradMemo)). `dw_buf` must be zero off
+/// the mask of `wgrad`; its entries on the mask are overwritten. The CPU backend reuses it
+/// (no dense clear per step); others allocate as usual.
+pub fn linear_backward_reusing(
+    dy: &Tensor,
+    x: &Tensor,
+    w: WeightRef,
+    has_bias: bool,
+    need_dx: bool,
+    wgrad: WeightGrad,
+    dw_buf: Option<Tensor>,
+) -> Result<LinearGrads> {
     let d = dims(x, &w, None)?;
     dy.expect_shape("linear backward dY", &[d.0, d.2])?;
     dy.same_device("linear backward", x)?;
     wgrad.check("linear backward", &w)?;
     dispatch!(
         x.device(),
-        LinearOps::linear_backward(d, dy, x, w, has_bias, need_dx, wgrad)
+        LinearOps::linear_backward(d, dy, x, w, has_bias, need_dx, wgrad, dw_buf)
     )
 }

@@ -153,8 +153,9 @@ pub(crate) fn sddmm_csr(s: &Csr, dy: &[f32], x: &[f32], n: usize) -> Vec<f32> {
 /// in L2 while every column's entries are computed).
 const SDDMM_TILE: usize = 512;
 
-/// Dense-layout SDDMM: `out[r, c] = dot(dY[r], X[c])` at set mask bits. `out` must be
-/// zero on entry (callers pass fresh buffers) and stays zero elsewhere.
+/// Dense-layout SDDMM: `out[r, c] = dot(dY[r], X[c])` at set mask bits. Other entries of
+/// `out` are left as they are: callers pass buffers that are zero there (fresh ones, or
+/// the previous gradient under the same mask, see [`super::AtMaskGradMemo`]).
 ///
 /// Entries are visited column by column (through the transposed structure), so one row of
 /// `X` stays in L1 while it meets every active row of `dY`, and the reduction dimension is
@@ -203,10 +204,6 @@ pub(crate) fn sddmm_columns(
     out: &mut [f32],
     parallel: bool,
 ) {
-    debug_assert!(
-        out.iter().all(|&v| v == 0.0),
-        "sddmm: out must start at zero"
-    );
     let mut acc = vec![0f32; row_of.len()];
     // Column blocks own disjoint slices of `acc`.
     let cblock = if parallel {

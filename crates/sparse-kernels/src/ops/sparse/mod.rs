@@ -12,9 +12,11 @@ mod blocked;
 pub(crate) mod cpu;
 pub(crate) mod cuda;
 pub(crate) mod gpu_layout;
+pub(crate) mod grad_reuse;
 mod spmm_simd;
 pub(crate) mod weight;
 
+pub use grad_reuse::AtMaskGradMemo;
 pub use weight::{SparseWeight, WeightGrad, WeightRef};
 
 use sparse_core::{matrix_view, Csr};
