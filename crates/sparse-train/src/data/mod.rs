@@ -209,26 +209,84 @@ fn check_splits(train: &Dataset, test: &Dataset) -> Result<()> {
 }
 
 /// Per-channel mean and standard deviation of `x/255` over a split.
+///
+/// The sums of `p` and `p²` are exact integers (per plane in `u32`, which vectorises, then
+/// in `u64`), so the only roundings are the final divisions.
 pub fn channel_stats(d: &Dataset) -> (Vec<f32>, Vec<f32>) {
     let (c, h, w) = d.chw;
     let plane = h * w;
-    let mut mean = vec![0f64; c];
-    let mut sq = vec![0f64; c];
+    let mut sum = vec![0u64; c];
+    let mut sq = vec![0u64; c];
+    // A plane's sum of squares stays below 2^32 up to 66,051 pixels (256x256).
+    let chunk = (u32::MAX / (255 * 255)) as usize;
     for img in d.images.chunks(c * plane) {
         for ch in 0..c {
-            for &p in &img[ch * plane..(ch + 1) * plane] {
-                let v = p as f64 / 255.0;
-                mean[ch] += v;
-                sq[ch] += v * v;
+            for part in img[ch * plane..(ch + 1) * plane].chunks(chunk) {
+                let (s1, s2) = part.iter().fold((0u32, 0u32), |(a, b), &p| {
+                    let p = p as u32;
+                    (a + p, b + p * p)
+                });
+                sum[ch] += s1 as u64;
+                sq[ch] += s2 as u64;
             }
         }
     }
     let n = (d.len() * plane).max(1) as f64;
-    let m: Vec<f32> = mean.iter().map(|s| (s / n) as f32).collect();
+    let m: Vec<f64> = sum.iter().map(|&s| s as f64 / 255.0 / n).collect();
     let s: Vec<f32> = sq
         .iter()
-        .zip(&mean)
-        .map(|(q, s)| ((q / n - (s / n).powi(2)).max(1e-12)).sqrt() as f32)
+        .zip(&m)
+        .map(|(&q, m)| ((q as f64 / (255.0 * 255.0) / n - m * m).max(1e-12)).sqrt() as f32)
         .collect();
-    (m, s)
+    (m.iter().map(|&v| v as f32).collect(), s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_stats_match_a_hand_example_and_a_naive_f64_loop() {
+        // Two 1x2 images with 2 channels: channel 0 holds 0, 255, 255, 255 (mean 0.75,
+        // std sqrt(0.75 - 0.5625) = 0.4330127), channel 1 is constant 51 (0.2, std 0).
+        let d = Dataset {
+            images: vec![0, 255, 51, 51, 255, 255, 51, 51],
+            labels: vec![0, 1],
+            chw: (2, 1, 2),
+            classes: 2,
+        };
+        let (m, s) = channel_stats(&d);
+        assert_eq!(m, vec![0.75, 0.2]);
+        assert!((s[0] - 0.433_012_7).abs() < 1e-7, "{}", s[0]);
+        assert!(s[1] < 1e-5, "{}", s[1]);
+
+        // A larger pseudo-random split against per-pixel f64 sums.
+        let mut x = 12345u32;
+        let (c, h, w, n) = (3, 17, 13, 40);
+        let images: Vec<u8> = (0..c * h * w * n)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect();
+        let d = Dataset {
+            images,
+            labels: vec![0; n],
+            chw: (c, h, w),
+            classes: 1,
+        };
+        let (m, s) = channel_stats(&d);
+        for ch in 0..c {
+            let vals: Vec<f64> = d
+                .images
+                .chunks(c * h * w)
+                .flat_map(|img| img[ch * h * w..(ch + 1) * h * w].iter())
+                .map(|&p| p as f64 / 255.0)
+                .collect();
+            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+            assert!((m[ch] as f64 - mean).abs() < 1e-6, "mean {ch}");
+            assert!((s[ch] as f64 - var.sqrt()).abs() < 1e-6, "std {ch}");
+        }
+    }
 }
