@@ -10,7 +10,11 @@
 //! reductions are integer sums, so the parallel result is bit-identical to the serial one.
 //! Cost: two linear passes over the scores (the top digit's histogram; then the words of
 //! candidates above the threshold's top-digit bucket, and a gather of that bucket), plus
-//! three passes over that bucket only.
+//! three passes over that bucket only. When `k` is a small share of many candidates, a
+//! sampled threshold and one vectorised pass usually do it instead, with the same result
+//! ([`prefilter`]).
+
+mod prefilter;
 
 use rayon::prelude::*;
 
@@ -243,13 +247,17 @@ impl Problem<'_> {
         })
     }
 
-    fn run(&self, mut out: Mask, k: usize) -> Result<Mask> {
+    fn run(&self, out: Mask, k: usize) -> Result<Mask> {
         if self.scores.len() > u32::MAX as usize {
             return Err(CoreError::TooLarge {
                 what: "selection input".into(),
                 size: self.scores.len(),
             });
         }
+        let out = match self.prefiltered(k, out) {
+            Ok(selected) => return Ok(selected),
+            Err(out) => out,
+        };
         let (hist, nan) = self.top_histogram();
         if let Some(index) = nan {
             return Err(CoreError::NanScore { index });
@@ -264,7 +272,12 @@ impl Problem<'_> {
         if k == 0 {
             return Ok(out);
         }
-        let (bucket, mut need) = locate(&hist, k as u64);
+        self.radix(out, k, &hist)
+    }
+
+    /// The radix select of `k` candidates given the top digit's histogram.
+    fn radix(&self, mut out: Mask, k: usize, hist: &[u64]) -> Result<Mask> {
+        let (bucket, mut need) = locate(hist, k as u64);
         let mut prefix = bucket;
         let parts = self.split_at_bucket(bucket);
         // The remaining digits only look at the (small) bucket that holds the k-th entry.
