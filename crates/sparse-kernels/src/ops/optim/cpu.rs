@@ -57,14 +57,15 @@ impl OptimOps for CpuBackend {
                     step(w, b, if (word >> j) & 1 == 1 { g } else { 0.0 });
                 }
             }),
-            // The update, then `w ⊙= M` and `buf ⊙= M`.
+            // The update, then `w ⊙= M` and `buf ⊙= M`: computed for every entry and then
+            // selected, so the loop has no branch and vectorises (the first step after a
+            // mask change runs it over the whole layer).
             MaskPolicy::Weights(m) => (m, &|word, w, b, g| {
                 for (j, ((w, b), &g)) in w.iter_mut().zip(b).zip(g).enumerate() {
-                    if (word >> j) & 1 == 1 {
-                        step(w, b, g);
-                    } else {
-                        (*w, *b) = (0.0, 0.0);
-                    }
+                    let on = (word >> j) & 1 == 1;
+                    let (mut nw, mut nb) = (*w, *b);
+                    step(&mut nw, &mut nb, g);
+                    (*w, *b) = if on { (nw, nb) } else { (0.0, 0.0) };
                 }
             }),
             // The active entries only.
