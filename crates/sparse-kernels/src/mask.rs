@@ -25,6 +25,9 @@ pub struct DeviceMask {
     words: Option<TensorOf<u64>>,
     device: Device,
     version: u64,
+    /// Set entries of `host` (counted once per mask: layers ask for the density on every
+    /// pass).
+    ones: usize,
 }
 
 impl DeviceMask {
@@ -32,6 +35,7 @@ impl DeviceMask {
     pub fn new(mask: Mask, device: Device) -> Result<Self> {
         let words = Self::mirror(&mask, device)?;
         Ok(DeviceMask {
+            ones: mask.count_ones(),
             host: mask,
             words,
             device,
@@ -42,6 +46,7 @@ impl DeviceMask {
     /// A CPU mask.
     pub fn cpu(mask: Mask) -> Self {
         DeviceMask {
+            ones: mask.count_ones(),
             host: mask,
             words: None,
             device: Device::Cpu,
@@ -69,6 +74,7 @@ impl DeviceMask {
             );
         }
         self.words = Self::mirror(&mask, self.device)?;
+        self.ones = mask.count_ones();
         self.host = mask;
         self.version = next_version();
         Ok(())
@@ -92,6 +98,20 @@ impl DeviceMask {
     /// A process-unique id of the current contents; changes on every [`set`](Self::set).
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Number of set entries ([`Mask::count_ones`], counted when the mask was set).
+    pub fn count_ones(&self) -> usize {
+        self.ones
+    }
+
+    /// Fraction of set entries ([`Mask::density`], from the count kept with the mask).
+    pub fn density(&self) -> f64 {
+        if self.host.is_empty() {
+            1.0
+        } else {
+            self.ones as f64 / self.host.len() as f64
+        }
     }
 }
 
