@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use sparse_algos::epoch_start;
 use sparse_kernels::profile::{self, Phase};
 
-use super::Trainer;
+use super::{in_pool, Trainer};
 use crate::report::EpochMetrics;
 
 impl Trainer {
@@ -25,7 +25,14 @@ impl Trainer {
     }
 
     /// Runs one epoch (or what is left of it within the run); returns its metrics.
+    ///
+    /// The whole epoch runs on a worker of the rayon pool ([`in_pool`]), so the steps do not
+    /// each hand their work to a worker that may have gone to sleep in between.
     pub fn run_epoch(&mut self) -> Result<EpochMetrics> {
+        in_pool(|| self.run_epoch_inner())
+    }
+
+    fn run_epoch_inner(&mut self) -> Result<EpochMetrics> {
         let start = Instant::now();
         let info = self.info();
         let epoch_report = {
