@@ -193,6 +193,50 @@ fn conv_resnet20_by_density(c: &mut Criterion) {
     g.finish();
 }
 
+/// The at-mask weight gradient alone (no input gradient) on ResNet-18's stage shapes at
+/// batch 128, at the densities ERK gives them at 90%: the sparse weight's path (plane dots
+/// on the direct path, SDDMM over the unfolding, or the dense product masked above the
+/// thresholds in `conv/cpu.rs`) against the dense weight's full gradient.
+fn conv_resnet18_wgrad(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv3x3_resnet18_b128_wgrad");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    // Each stage at its ERK density and at 0.1-0.5, to place the thresholds.
+    let stages = [
+        (64usize, 32usize, 0.48f64),
+        (128, 16, 0.234),
+        (256, 8, 0.116),
+        (512, 4, 0.058),
+    ];
+    for (ch, hw, erk) in stages {
+        let x = tensor(&[128, ch, hw, hw], 31);
+        let w = tensor(&[ch, ch, 3, 3], 32);
+        let dy = tensor(&[128, ch, hw, hw], 33);
+        let p = Conv2dParams::new(1, 1);
+        let name = format!("c{ch}_{hw}x{hw}");
+        g.bench_function(BenchmarkId::new(&name, "dense"), |b| {
+            b.iter(|| {
+                let wr = WeightRef::Dense(&w);
+                black_box(conv2d_backward(&dy, &x, wr, p, false, WeightGrad::Dense).unwrap())
+            })
+        });
+        for d in [erk, 0.1, 0.2, 0.3, 0.5] {
+            let mk = DeviceMask::cpu(mask(w.shape(), d, 34));
+            let wm = masked(&w, mk.mask());
+            let sw = SparseWeight::new(&wm, &mk).unwrap();
+            let id = BenchmarkId::new(&name, format!("sparse_at_mask_{d}"));
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    let (wr, at) = (WeightRef::Sparse(&sw), WeightGrad::AtMask(&mk));
+                    black_box(conv2d_backward(&dy, &x, wr, p, false, at).unwrap())
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 /// The MLP 784-300-100-10's layers at batch 64 (forward, then both gradients at the mask),
 /// dense against sparse at the densities ERK gives them at 98% global sparsity.
 fn linear_mlp(c: &mut Criterion) {
@@ -281,6 +325,7 @@ criterion_group!(
     conv_train_step,
     conv_resnet20_stages,
     conv_resnet20_by_density,
+    conv_resnet18_wgrad,
     linear_mlp,
     mask_update
 );

@@ -269,16 +269,34 @@ fn backward_input_flipped(g: &ConvGeom, dy: &[f32], w: &CpuWeight) -> Vec<f32> {
 /// At-mask weight gradients at these densities or more come from the dense product, masked
 /// afterwards (the shifted GEMM, or the GEMM over the unfolding), instead of one dot per
 /// active weight (the direct convolution's plane dots, or the SDDMM over the unfolding). The
-/// dense products run near the GEMM's peak; the dots are bound by memory. Measured on the
-/// ordinary RigL 90% step (ΔT 100, batch 128, 2 threads, `sparse-train train --profile`):
-/// plane dots took 5.8 ms against 6.5 dense on ResNet-20's 32-channel 16x16 convolutions at
-/// density 0.13, but 7.6 against 6.5 on its 16-channel 32x32 ones at 0.28, and 112 against 88
-/// on ResNet-18's 128-channel 16x16 ones at 0.23. The SDDMM took 239 ms against 61 on
-/// ResNet-18's stride-2 layer2.0.conv1 at 0.35, 134 against 47 on layer3.0.conv1 at 0.17,
-/// 48–72 against 7–14 on its 1x1 shortcuts, and about the same as dense (96 against 89–103)
-/// on its 8x8 convolutions at 0.12.
-const DIRECT_DENSE_WGRAD_FROM: f64 = 0.2;
-/// See [`DIRECT_DENSE_WGRAD_FROM`]: the same for the SDDMM over the unfolding.
+/// dense products run near the GEMM's peak; the dots are bound by memory.
+///
+/// The direct path's thresholds, by output plane: criterion's
+/// `conv3x3_resnet18_b128_wgrad` (weight gradient alone, batch 128, 2 threads; plane dots
+/// in AVX2 intrinsics over blocks of 16 images) gave, dense against plane dots at densities
+/// 0.1 / 0.2 / 0.3 / 0.5: 64 channels at 32x32 28.8 ms against 23.6 / 33.5 / 42.5 / 57.8;
+/// 128 at 16x16 30.9 against 12.4 / 22.1 / 27.6 / 42.7; 256 at 8x8 29.5 against 15.0 /
+/// 25.7 / 33.5 / 53.8 (ResNet-18's 8x8 stage at its ERK 0.116: 17.0).
+const DIRECT_DENSE_WGRAD_FROM: f64 = 0.25;
+/// [`DIRECT_DENSE_WGRAD_FROM`] for output planes of [`LARGE_PLANE`] positions or more.
+const DIRECT_DENSE_WGRAD_FROM_LARGE: f64 = 0.15;
+/// See [`DIRECT_DENSE_WGRAD_FROM_LARGE`].
+const LARGE_PLANE: usize = 1024;
+
+/// Whether a direct-path weight's at-mask gradient comes from the dense product.
+fn direct_dense_wgrad(g: &ConvGeom, m: &Mask) -> bool {
+    let from = if g.p() >= LARGE_PLANE {
+        DIRECT_DENSE_WGRAD_FROM_LARGE
+    } else {
+        DIRECT_DENSE_WGRAD_FROM
+    };
+    m.density() >= from
+}
+
+/// The SDDMM over the unfolding took 239 ms against 61 dense on ResNet-18's stride-2
+/// layer2.0.conv1 at 0.35, 134 against 47 on layer3.0.conv1 at 0.17, and 48–72 against 7–14
+/// on its 1x1 shortcuts (ordinary RigL 90% step, ΔT 100, batch 128, 2 threads,
+/// `sparse-train train --profile`).
 const UNFOLDED_DENSE_WGRAD_FROM: f64 = 0.1;
 
 /// Whether an at-mask weight gradient over the unfolding comes from the dense product (for
@@ -444,7 +462,7 @@ impl super::ConvOps for crate::backend::CpuBackend {
                     profile::time(Phase::InputGrad, || direct::backward_input(g, dys, sw))
                 }),
                 profile::time(Phase::WeightGrad, || {
-                    if shifted::fits(g) && m.density() >= DIRECT_DENSE_WGRAD_FROM {
+                    if shifted::fits(g) && direct_dense_wgrad(g, m) {
                         let mut dw = shifted::backward_weight(g, dys, xs);
                         mask_in_place(&mut dw, m);
                         dw

@@ -231,11 +231,15 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &SparseWeight) -> Vec<
     dx
 }
 
+/// Images per pass of the weight gradient: each entry's lanes stay in registers across them.
+const WGRAD_IMAGES: usize = 16;
+
 /// Weight gradient at the mask's active positions (dense layout, exactly 0 elsewhere).
-/// Images are the outer loop so one padded image stays in cache while every output
-/// channel's entries read it (tiles of output channels in parallel, input-channel blocks
-/// outer within a tile); each entry keeps 8 lanes across all images, summed once at the end,
-/// so the order of every sum is fixed.
+/// Blocks of [`WGRAD_IMAGES`] images are the outer loop so those padded images stay in
+/// cache while every output channel's entries read them (tiles of output channels in
+/// parallel, input-channel blocks outer within a tile); each entry keeps 8 lanes across all
+/// images, in registers within a block, summed once at the end, so the order of every sum
+/// is fixed (and does not depend on the block size).
 pub(crate) fn backward_weight(g: &ConvGeom, dy: &[f32], x: &[f32], mask: &Mask) -> Vec<f32> {
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let xp = pad_planes(x, g.b * g.c, g.h, g.w, (g.pad, g.pad), (g.pad, g.pad));
@@ -261,9 +265,15 @@ pub(crate) fn backward_weight(g: &ConvGeom, dy: &[f32], x: &[f32], mask: &Mask) 
     let per = dst_per_tile(4 * p)
         .min(g.o.div_ceil(4 * rayon::current_num_threads()))
         .max(1);
-    for b in 0..g.b {
-        let image = &xp[b * img..(b + 1) * img];
-        let dyb = &dy[b * g.o * p..(b + 1) * g.o * p];
+    for b0 in (0..g.b).step_by(WGRAD_IMAGES) {
+        let images = WGRAD_IMAGES.min(g.b - b0);
+        let blk_of = |o: usize| plane_simd::ImageBlock {
+            img: &xp[b0 * img..(b0 + images) * img],
+            img_len: img,
+            dy: &dy[(b0 * g.o + o) * p..],
+            dy_stride: g.o * p,
+            images,
+        };
         // Tiles of output channels own disjoint slices of `acc`.
         let mut parts = Vec::new();
         let mut rest = acc.as_mut_slice();
@@ -284,9 +294,8 @@ pub(crate) fn backward_weight(g: &ConvGeom, dy: &[f32], x: &[f32], mask: &Mask) 
                     }
                     plane_simd::plane_dots(
                         &segs.offs[e.clone()],
-                        image,
+                        blk_of(o),
                         wp,
-                        &dyb[o * p..(o + 1) * p],
                         g.oh,
                         g.ow,
                         &mut a[e.start - base..e.end - base],

@@ -129,21 +129,51 @@ pub(crate) fn hsum8(v: &Lanes) -> f32 {
     ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
 }
 
-/// Plane dot products of `G` entries at once: each load of `dy` feeds `G` independent
-/// 8-lane accumulator chains, which continue from `acc`.
+/// A block of images for [`plane_dots`]: image `b` of the block is `img[b·img_len..]`
+/// (`img_len` elements) and its output-gradient plane is `dy[b·dy_stride..][..oh·ow]`.
+#[derive(Clone, Copy)]
+pub(crate) struct ImageBlock<'a> {
+    pub img: &'a [f32],
+    pub img_len: usize,
+    pub dy: &'a [f32],
+    pub dy_stride: usize,
+    pub images: usize,
+}
+
+/// Plane dot products of `G` entries at once over a block of images: each load of `dy`
+/// feeds `G` independent 8-lane accumulator chains, which continue from `acc` and stay in
+/// registers across the block's images.
 #[inline(always)]
 fn plane_dots_group<const F: bool, const G: usize>(
+    offs: &[u32],
+    blk: ImageBlock,
+    row_stride: usize,
+    oh: usize,
+    ow: usize,
+    acc: &mut [Lanes],
+) {
+    let mut v: [Lanes; G] = std::array::from_fn(|k| acc[k]);
+    for b in 0..blk.images {
+        let img = &blk.img[b * blk.img_len..(b + 1) * blk.img_len];
+        let dy = &blk.dy[b * blk.dy_stride..][..oh * ow];
+        v = plane_dots_image::<F, G>(offs, img, row_stride, dy, oh, ow, v);
+    }
+    acc[..G].copy_from_slice(&v);
+}
+
+/// One image's part of [`plane_dots_group`], continuing from and returning the lanes `v`.
+#[inline(always)]
+fn plane_dots_image<const F: bool, const G: usize>(
     offs: &[u32],
     img: &[f32],
     row_stride: usize,
     dy: &[f32],
     oh: usize,
     ow: usize,
-    acc: &mut [Lanes],
-) {
+    mut v: [Lanes; G],
+) -> [Lanes; G] {
     let (n8, full) = (ow / 8, ow / 8 * 8);
     let o: [usize; G] = std::array::from_fn(|k| offs[k] as usize);
-    let mut v: [Lanes; G] = std::array::from_fn(|k| acc[k]);
     for i in 0..oh {
         let d = &dy[i * ow..(i + 1) * ow];
         let base = i * row_stride;
@@ -165,57 +195,174 @@ fn plane_dots_group<const F: bool, const G: usize>(
             }
         }
     }
-    acc[..G].copy_from_slice(&v);
+    v
 }
 
-/// `acc[e] += lanes of Σ_{i,j} dy[i·ow + j] · img[offs[e] + i·row_stride + j]`: the weight
-/// gradient of a direct sparse convolution at its active entries, for one (image, output
-/// channel), kept in 8 lanes (sum them once at the end with [`hsum8`]). Entries go eight,
-/// four, two, one at a time, sharing each load of `dy`.
+/// `acc[e] += lanes of Σ_b Σ_{i,j} dy_b[i·ow + j] · img_b[offs[e] + i·row_stride + j]`
+/// over the images `b` of `blk` in order: the weight gradient of a direct sparse
+/// convolution at its active entries, for one output channel, kept in 8 lanes (sum them
+/// once at the end with [`hsum8`]). Entries go eight, four, two, one at a time, sharing
+/// each load of `dy`. Each entry's lanes add the images, rows and columns in the same order
+/// whatever the block size, so splitting the images over several calls gives the same bits.
 #[inline(always)]
 fn plane_dots_generic<const F: bool>(
     offs: &[u32],
-    img: &[f32],
+    blk: ImageBlock,
     row_stride: usize,
-    dy: &[f32],
     oh: usize,
     ow: usize,
     acc: &mut [Lanes],
 ) {
     assert_eq!(offs.len(), acc.len());
-    assert!(dy.len() >= oh * ow);
-    check_windows(offs, img.len(), row_stride, oh, ow);
+    assert!(blk.img.len() >= blk.images * blk.img_len);
+    if blk.images > 0 {
+        assert!(blk.dy.len() >= (blk.images - 1) * blk.dy_stride + oh * ow);
+    }
+    check_windows(offs, blk.img_len, row_stride, oh, ow);
     let n = offs.len();
     let mut e = 0;
     while e + 8 <= n {
-        plane_dots_group::<F, 8>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+        plane_dots_group::<F, 8>(&offs[e..], blk, row_stride, oh, ow, &mut acc[e..]);
         e += 8;
     }
     if n - e >= 4 {
-        plane_dots_group::<F, 4>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+        plane_dots_group::<F, 4>(&offs[e..], blk, row_stride, oh, ow, &mut acc[e..]);
         e += 4;
     }
     if n - e >= 2 {
-        plane_dots_group::<F, 2>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+        plane_dots_group::<F, 2>(&offs[e..], blk, row_stride, oh, ow, &mut acc[e..]);
         e += 2;
     }
     if n - e >= 1 {
-        plane_dots_group::<F, 1>(&offs[e..], img, row_stride, dy, oh, ow, &mut acc[e..]);
+        plane_dots_group::<F, 1>(&offs[e..], blk, row_stride, oh, ow, &mut acc[e..]);
     }
 }
 
 dispatch_fma!(
     /// Weight-gradient dots of a direct sparse convolution (see `plane_dots_generic`).
-    pub(crate) fn plane_dots(
+    fn plane_dots_any(
         offs: &[u32],
-        img: &[f32],
+        blk: ImageBlock,
         row_stride: usize,
-        dy: &[f32],
         oh: usize,
         ow: usize,
         acc: &mut [Lanes],
     ) => plane_dots_generic
 );
+
+/// Weight-gradient dots of a direct sparse convolution (see `plane_dots_generic`): the
+/// AVX2 intrinsics of [`dots8`] for planes a multiple of 8 wide on CPUs with FMA (the
+/// compiler spills the generic code's accumulators there), which give the generic build's
+/// bits, else the generic build.
+pub(crate) fn plane_dots(
+    offs: &[u32],
+    blk: ImageBlock,
+    row_stride: usize,
+    oh: usize,
+    ow: usize,
+    acc: &mut [Lanes],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if ow.is_multiple_of(8) && crate::simd::has_fma() {
+        dots8::checked(offs, blk, row_stride, oh, ow, acc);
+        return;
+    }
+    plane_dots_any(offs, blk, row_stride, oh, ow, acc)
+}
+
+/// Plane dots in AVX2 intrinsics for planes a multiple of 8 wide: one 8-lane register per
+/// entry, each lane fused-multiply-adding the same products in the same order as
+/// `plane_dots_generic::<true>`, so the bits are the same.
+#[cfg(target_arch = "x86_64")]
+mod dots8 {
+    use super::{check_windows, ImageBlock, Lanes};
+    use std::arch::x86_64::*;
+
+    /// Checks the windows and block, then runs the AVX2 kernel. The CPU must have AVX2 and
+    /// FMA, and `ow` must be a multiple of 8.
+    pub(super) fn checked(
+        offs: &[u32],
+        blk: ImageBlock,
+        row_stride: usize,
+        oh: usize,
+        ow: usize,
+        acc: &mut [Lanes],
+    ) {
+        assert!(ow.is_multiple_of(8) && crate::simd::has_fma());
+        assert_eq!(offs.len(), acc.len());
+        assert!(blk.img.len() >= blk.images * blk.img_len);
+        if blk.images > 0 {
+            assert!(blk.dy.len() >= (blk.images - 1) * blk.dy_stride + oh * ow);
+        }
+        check_windows(offs, blk.img_len, row_stride, oh, ow);
+        // SAFETY: the CPU has AVX2 and FMA, and every window and `dy` plane read lies
+        // inside the slices (checked above).
+        unsafe { run(offs, blk, row_stride, oh, ow, acc) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run(
+        offs: &[u32],
+        blk: ImageBlock,
+        row_stride: usize,
+        oh: usize,
+        ow: usize,
+        acc: &mut [Lanes],
+    ) {
+        let n = offs.len();
+        let mut e = 0;
+        while e + 8 <= n {
+            group::<8>(&offs[e..], blk, row_stride, oh, ow, &mut acc[e..]);
+            e += 8;
+        }
+        if n - e >= 4 {
+            group::<4>(&offs[e..], blk, row_stride, oh, ow, &mut acc[e..]);
+            e += 4;
+        }
+        if n - e >= 2 {
+            group::<2>(&offs[e..], blk, row_stride, oh, ow, &mut acc[e..]);
+            e += 2;
+        }
+        if n - e >= 1 {
+            group::<1>(&offs[e..], blk, row_stride, oh, ow, &mut acc[e..]);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn group<const G: usize>(
+        offs: &[u32],
+        blk: ImageBlock,
+        row_stride: usize,
+        oh: usize,
+        ow: usize,
+        acc: &mut [Lanes],
+    ) {
+        let mut v = [_mm256_setzero_ps(); G];
+        let mut o = [0usize; G];
+        for k in 0..G {
+            v[k] = _mm256_loadu_ps(acc[k].as_ptr());
+            o[k] = offs[k] as usize;
+        }
+        for b in 0..blk.images {
+            let img = blk.img.as_ptr().add(b * blk.img_len);
+            let dy = blk.dy.as_ptr().add(b * blk.dy_stride);
+            for i in 0..oh {
+                let base = img.add(i * row_stride);
+                let d_row = dy.add(i * ow);
+                for q in (0..ow).step_by(8) {
+                    let d = _mm256_loadu_ps(d_row.add(q));
+                    for k in 0..G {
+                        let x = _mm256_loadu_ps(base.add(o[k] + q));
+                        v[k] = _mm256_fmadd_ps(d, x, v[k]);
+                    }
+                }
+            }
+        }
+        for k in 0..G {
+            _mm256_storeu_ps(acc[k].as_mut_ptr(), v[k]);
+        }
+    }
+}
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
@@ -241,9 +388,8 @@ mod tests {
         ));
         let (dots_wide, dots_avx2) = both_builds!(plane_dots_generic(
             offs: &[u32],
-            img: &[f32],
+            blk: ImageBlock,
             row_stride: usize,
-            dy: &[f32],
             oh: usize,
             ow: usize,
             acc: &mut [Lanes],
@@ -265,8 +411,15 @@ mod tests {
             unsafe {
                 accum_wide(&offs, &vals, &img, stride, w, w, &mut o1);
                 accum_avx2(&offs, &vals, &img, stride, w, w, &mut o2);
-                dots_wide(&offs, &img, stride, &dy, w, w, &mut a1);
-                dots_avx2(&offs, &img, stride, &dy, w, w, &mut a2);
+                let blk = ImageBlock {
+                    img: &img,
+                    img_len: img.len(),
+                    dy: &dy,
+                    dy_stride: 0,
+                    images: 1,
+                };
+                dots_wide(&offs, blk, stride, w, w, &mut a1);
+                dots_avx2(&offs, blk, stride, w, w, &mut a2);
             }
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&o1), bits(&o2), "plane_accum, width {w}");
@@ -275,6 +428,75 @@ mod tests {
                 bits(a2.as_flattened()),
                 "plane_dots, width {w}"
             );
+        }
+    }
+
+    /// The AVX2 intrinsics of `dots8` give the generic fused build's bits over blocks of
+    /// images, and one call over a block gives the bits of one call per image.
+    #[test]
+    fn intrinsic_plane_dots_match_the_generic_build_over_image_blocks() {
+        if !crate::simd::has_fma() {
+            eprintln!("skipped: this CPU has no AVX2/FMA");
+            return;
+        }
+        let (_, generic_avx2) = both_builds!(plane_dots_generic(
+            offs: &[u32],
+            blk: ImageBlock,
+            row_stride: usize,
+            oh: usize,
+            ow: usize,
+            acc: &mut [Lanes],
+        ));
+        let mut s = 5u64;
+        for w in [8, 16, 32] {
+            let (stride, images, planes) = (w + 2, 5, 3);
+            let img_len = stride * (w + 2);
+            let img: Vec<f32> = (0..images * img_len).map(|_| lcg(&mut s)).collect();
+            // dY of `planes` channels per image; the block reads channel 1.
+            let dy: Vec<f32> = (0..images * planes * w * w).map(|_| lcg(&mut s)).collect();
+            let offs: Vec<u32> = (0..15)
+                .map(|e| ((e % 3) + (e / 3 % 3) * stride) as u32)
+                .collect();
+            let blk = |b0: usize, n: usize| ImageBlock {
+                img: &img[b0 * img_len..(b0 + n) * img_len],
+                img_len,
+                dy: &dy[(b0 * planes + 1) * w * w..],
+                dy_stride: planes * w * w,
+                images: n,
+            };
+            let start = vec![[0.25f32; 8]; 15];
+            let (mut fast, mut generic, mut split) = (start.clone(), start.clone(), start);
+            dots8::checked(&offs, blk(0, images), stride, w, w, &mut fast);
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            unsafe { generic_avx2(&offs, blk(0, images), stride, w, w, &mut generic) };
+            for b in 0..images {
+                dots8::checked(&offs, blk(b, 1), stride, w, w, &mut split);
+            }
+            let bits = |v: &[Lanes]| {
+                v.as_flattened()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&fast), bits(&generic), "width {w}");
+            assert_eq!(bits(&fast), bits(&split), "width {w}, image by image");
+            // And against a naive f64 sum of each entry's products.
+            for (e, &o) in offs.iter().enumerate() {
+                let mut want = 0.25f64 * 8.0;
+                for b in 0..images {
+                    for i in 0..w {
+                        for j in 0..w {
+                            let x = img[b * img_len + o as usize + i * stride + j] as f64;
+                            want += x * dy[(b * planes + 1) * w * w + i * w + j] as f64;
+                        }
+                    }
+                }
+                let got = hsum8(&fast[e]) as f64;
+                assert!(
+                    (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+                    "entry {e}: {got} vs {want}"
+                );
+            }
         }
     }
 }
