@@ -237,6 +237,34 @@ fn conv_resnet18_wgrad(c: &mut Criterion) {
     g.finish();
 }
 
+/// The forward pass alone on ResNet-18's stage shapes at batch 128 and their ERK 90%
+/// densities: the dense weight against the sparse one.
+fn conv_resnet18_forward(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv3x3_resnet18_b128_fwd");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (ch, hw, d) in [
+        (128usize, 16usize, 0.234f64),
+        (256, 8, 0.116),
+        (512, 4, 0.058),
+    ] {
+        let x = tensor(&[128, ch, hw, hw], 41);
+        let w = tensor(&[ch, ch, 3, 3], 42);
+        let p = Conv2dParams::new(1, 1);
+        let mk = DeviceMask::cpu(mask(w.shape(), d, 43));
+        let sw = SparseWeight::new(&masked(&w, mk.mask()), &mk).unwrap();
+        let name = format!("c{ch}_{hw}x{hw}");
+        g.bench_function(BenchmarkId::new(&name, "dense"), |b| {
+            b.iter(|| black_box(conv2d_forward(&x, WeightRef::Dense(&w), p).unwrap()))
+        });
+        g.bench_function(BenchmarkId::new(&name, format!("sparse_{d}")), |b| {
+            b.iter(|| black_box(conv2d_forward(&x, WeightRef::Sparse(&sw), p).unwrap()))
+        });
+    }
+    g.finish();
+}
+
 /// The MLP 784-300-100-10's layers at batch 64 (forward, then both gradients at the mask),
 /// dense against sparse at the densities ERK gives them at 98% global sparsity.
 fn linear_mlp(c: &mut Criterion) {
@@ -326,6 +354,7 @@ criterion_group!(
     conv_resnet20_stages,
     conv_resnet20_by_density,
     conv_resnet18_wgrad,
+    conv_resnet18_forward,
     linear_mlp,
     mask_update
 );
