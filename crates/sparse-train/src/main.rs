@@ -365,7 +365,17 @@ fn train(a: TrainArgs) -> Result<()> {
 static ALLOC: sparse_train::alloc::HugePageAlloc = sparse_train::alloc::HugePageAlloc;
 
 fn main() {
-    sparse_train::alloc::keep_freed_memory();
+    // Like other Unix tools, end quietly when stdout's reader goes away (`list | head`)
+    // rather than panicking on the failed print.
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    if let Err(e) = sparse_train::alloc::keep_freed_memory() {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
     let cli = Cli::parse();
     let result = match cli.cmd.unwrap_or_else(|| Cmd::Train(Box::default())) {
         Cmd::Train(a) => train(*a),

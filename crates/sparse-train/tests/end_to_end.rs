@@ -201,6 +201,44 @@ fn cli(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The allocator cache's size comes from the environment: a bad value is a clear error
+/// before anything runs, and 0 (cache off) works.
+#[test]
+fn the_allocator_cache_setting_is_checked() {
+    let run = |v: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sparse-train"))
+            .arg("list")
+            .env("SPARSE_ALLOC_CACHE_MIB", v)
+            .output()
+            .unwrap()
+    };
+    let out = run("4 GiB");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("SPARSE_ALLOC_CACHE_MIB"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = run("0");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("resnet18"));
+}
+
+/// A reader that stops early (`sparse-train list | head -1`) ends the program quietly, as
+/// for other Unix tools, instead of a panic on the failed print.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparse-train"))
+        .arg("list")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn bad_inputs_give_clear_errors_and_nonzero_exit() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,4 +1,5 @@
-//! Keeping freed activation memory for reuse (glibc), and huge pages for the largest buffers.
+//! Keeping freed activation memory for reuse (glibc settings, and a cache of the largest
+//! blocks), and huge pages for the largest buffers.
 //!
 //! A training step allocates and frees activations, gradients and scratch buffers of many
 //! megabytes. By default glibc serves those above a moving threshold with fresh `mmap`s and
@@ -6,10 +7,31 @@
 //! new pages (measured: ResNet-20 RigL 90%, the 8x8-stage sparse forward took 9 ms per layer
 //! instead of 3). [`keep_freed_memory`] fixes the threshold at glibc's maximum (32 MiB) and
 //! stops the trimming, so the same buffers are reused from step to step. Memory use stays at
-//! the peak of one step. Other platforms' allocators are left alone.
+//! the peak of one step. Other platforms' allocators are left alone. Blocks above that
+//! threshold, which glibc maps and unmaps each time, are kept by [`HugePageAlloc`] in a
+//! [`cache::BlockCache`] of at most `SPARSE_ALLOC_CACHE_MIB` MiB (default 4096; 0 turns it off).
 
-/// Applies the allocator settings above; call once at startup, before any thread starts.
-pub fn keep_freed_memory() {
+mod cache;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The most bytes [`HugePageAlloc`] keeps in freed large blocks.
+static CACHE_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_CACHE_MIB << 20);
+const DEFAULT_CACHE_MIB: usize = 4096;
+static CACHE: cache::BlockCache = cache::BlockCache::new();
+
+/// Applies the allocator settings above, and reads `SPARSE_ALLOC_CACHE_MIB` (a number of
+/// MiB; anything else is an error); call once at startup, before any thread starts.
+pub fn keep_freed_memory() -> anyhow::Result<()> {
+    if let Some(v) = std::env::var_os("SPARSE_ALLOC_CACHE_MIB") {
+        let mib: usize = v
+            .to_str()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!("SPARSE_ALLOC_CACHE_MIB must be a whole number of MiB, got {v:?}")
+            })?;
+        CACHE_LIMIT.store(mib.saturating_mul(1 << 20), Ordering::Relaxed);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // glibc's upper limit for M_MMAP_THRESHOLD on 64-bit (HEAP_MAX_SIZE / 2).
@@ -20,13 +42,16 @@ pub fn keep_freed_memory() {
             libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
         }
     }
+    Ok(())
 }
 
 /// The system allocator, asking the kernel for transparent huge pages (`MADV_HUGEPAGE`) on
 /// allocations glibc maps afresh (more than the 32 MiB threshold above, such as a batch of
 /// 128 64-channel 32x32 activations). Such a buffer is otherwise faulted in 4 KiB page by
 /// page on first touch, every step; with huge pages it takes one fault per 2 MiB. Where the
-/// kernel has THP off, or another platform, this is the system allocator unchanged.
+/// kernel has THP off, or another platform, this is the system allocator unchanged. Freed
+/// blocks of that size go to the block cache, and an allocation of the same layout takes one
+/// back (zeroing it when asked) instead of mapping new pages.
 pub struct HugePageAlloc;
 
 /// Allocations of at least this many bytes are advised (they are mmapped by glibc).
@@ -51,6 +76,11 @@ fn advise_huge(_: *mut u8, _: usize) {}
 // advice does not change the memory's contents or ownership.
 unsafe impl std::alloc::GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        if l.size() >= HUGE_FROM {
+            if let Some(p) = CACHE.take(l.size(), l.align()) {
+                return p;
+            }
+        }
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { std::alloc::System.alloc(l) };
         if !p.is_null() && l.size() >= HUGE_FROM {
@@ -60,6 +90,13 @@ unsafe impl std::alloc::GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+        if l.size() >= HUGE_FROM {
+            if let Some(p) = CACHE.take(l.size(), l.align()) {
+                // SAFETY: the block was allocated with this layout and is no one else's.
+                unsafe { p.write_bytes(0, l.size()) };
+                return p;
+            }
+        }
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { std::alloc::System.alloc_zeroed(l) };
         if !p.is_null() && l.size() >= HUGE_FROM {
@@ -69,8 +106,25 @@ unsafe impl std::alloc::GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { std::alloc::System.dealloc(p, l) }
+        if l.size() < HUGE_FROM {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { std::alloc::System.dealloc(p, l) };
+        }
+        let limit = CACHE_LIMIT.load(Ordering::Relaxed);
+        for (q, size, align) in CACHE
+            .put(p, l.size(), l.align(), limit)
+            .into_iter()
+            .flatten()
+        {
+            // SAFETY: every evicted block (this one too, when not kept) was allocated by
+            // `System` with this size and alignment, and is no longer in use.
+            unsafe {
+                std::alloc::System.dealloc(
+                    q as *mut u8,
+                    std::alloc::Layout::from_size_align_unchecked(size, align),
+                )
+            }
+        }
     }
 
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, size: usize) -> *mut u8 {
@@ -88,8 +142,8 @@ mod tests {
     use super::*;
     use std::alloc::{GlobalAlloc, Layout};
 
-    /// Advised allocations behave as the system's: zeroed when asked, contents kept across
-    /// a growing realloc, and small ones untouched.
+    /// Advised and cached allocations behave as the system's: zeroed when asked (a reused
+    /// block too), contents kept across a growing realloc, and small ones untouched.
     #[test]
     fn huge_page_allocations_keep_their_contents() {
         let a = HugePageAlloc;
@@ -104,6 +158,14 @@ mod tests {
                 a.dealloc(z, l);
                 let p = a.alloc(l);
                 assert!(!p.is_null());
+                for i in (0..size).step_by(4093) {
+                    *p.add(i) = (i % 251) as u8;
+                }
+                // A freed large block comes back from the cache: zeroed when asked.
+                a.dealloc(p, l);
+                let p = a.alloc_zeroed(l);
+                assert!(!p.is_null());
+                assert!(std::slice::from_raw_parts(p, size).iter().all(|&b| b == 0));
                 for i in (0..size).step_by(4093) {
                     *p.add(i) = (i % 251) as u8;
                 }
