@@ -72,8 +72,10 @@ fn advise_huge(p: *mut u8, size: usize) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge(_: *mut u8, _: usize) {}
 
-// SAFETY: every call is forwarded to `System`, which upholds the `GlobalAlloc` contract; the
-// advice does not change the memory's contents or ownership.
+// SAFETY: every block comes from `System`, which upholds the `GlobalAlloc` contract, and goes
+// back to it with the layout it was made with. A cached block is handed out only for exactly
+// that layout, to one caller at a time (taken out of the cache under its lock), and zeroed
+// when `alloc_zeroed` asks. The advice does not change the memory's contents or ownership.
 unsafe impl std::alloc::GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
         if l.size() >= HUGE_FROM {
