@@ -59,6 +59,7 @@ pub mod selftest;
 pub mod tensor;
 #[cfg(test)]
 mod test_util;
+mod uninit;
 
 pub use device::{Device, DeviceRequest};
 pub use error::{KernelError, Result};

@@ -15,6 +15,7 @@ use sparse_core::{Csr, Mask};
 use super::plane_simd;
 use super::ConvGeom;
 use crate::ops::sparse::SparseWeight;
+use crate::uninit::{self, assume_written, unwritten};
 
 /// Output planes smaller than this (8x8) run sparse weights as CSR over the unfolded input
 /// instead: the direct kernels pay a fixed cost per weight and plane, which small planes
@@ -30,7 +31,9 @@ pub(crate) fn applies(g: &ConvGeom) -> bool {
     g.stride == 1 && g.pad < g.kh && g.pad < g.kw && g.oh * g.ow >= DIRECT_MIN_PLANE
 }
 
-/// Zero-pads every `h x w` plane of `x` by `top/left` and `bottom/right`.
+/// Zero-pads every `h x w` plane of `x` by `top/left` and `bottom/right`. Each padded plane
+/// is zeroed and then filled while it is in L1, not in passes of its own over the buffer,
+/// and rows are copied inline ([`uninit::copy`]), not by one library call per short row.
 fn pad_planes(
     x: &[f32],
     planes: usize,
@@ -40,14 +43,18 @@ fn pad_planes(
     pw: (usize, usize),
 ) -> Vec<f32> {
     let (hp, wp) = (h + ph.0 + ph.1, w + pw.0 + pw.1);
-    let mut out = vec![0f32; planes * hp * wp];
-    out.par_chunks_mut(hp * wp).enumerate().for_each(|(p, o)| {
-        let src = &x[p * h * w..(p + 1) * h * w];
-        for i in 0..h {
-            o[(i + ph.0) * wp + pw.0..][..w].copy_from_slice(&src[i * w..(i + 1) * w]);
-        }
-    });
-    out
+    let mut out = unwritten(planes * hp * wp);
+    if hp * wp > 0 {
+        out.par_chunks_mut(hp * wp).enumerate().for_each(|(p, o)| {
+            let o = uninit::fill(o, 0.0);
+            let src = &x[p * h * w..(p + 1) * h * w];
+            for (i, s) in src.chunks_exact(w.max(1)).enumerate() {
+                uninit::copy(&mut o[(i + ph.0) * wp + pw.0..][..w], s);
+            }
+        });
+    }
+    // SAFETY: every plane was filled with zeros first.
+    unsafe { assume_written(out) }
 }
 
 /// Flat offset of weight column `(c, ki, kj)` in a padded image of `hp x wp` planes.
@@ -148,23 +155,29 @@ impl Segments {
     }
 }
 
-/// Runs `tile` for every (image, tile of destination planes) of `out` (`b` images of `rows`
-/// planes of `plane` elements), in parallel.
+/// Runs `tile` for every (image, tile of destination planes) of an output of `b` images of
+/// `rows` planes of `plane` elements, in parallel, and returns it. Each tile is zeroed just
+/// before `tile` accumulates into it, while it is in cache, not in a pass of its own.
 fn for_each_tile(
-    out: &mut [f32],
+    b: usize,
     rows: usize,
     plane: usize,
     tile: impl Fn(usize, usize, &mut [f32]) + Sync,
-) {
+) -> Vec<f32> {
     let per = dst_per_tile(4 * plane);
-    out.par_chunks_mut(rows * plane)
-        .enumerate()
-        .for_each(|(b, image)| {
-            image
-                .par_chunks_mut(per * plane)
-                .enumerate()
-                .for_each(|(t, dst)| tile(b, t * per, dst));
-        });
+    let mut out = unwritten(b * rows * plane);
+    if rows * plane > 0 {
+        out.par_chunks_mut(rows * plane)
+            .enumerate()
+            .for_each(|(b, image)| {
+                image
+                    .par_chunks_mut(per * plane)
+                    .enumerate()
+                    .for_each(|(t, dst)| tile(b, t * per, uninit::fill(dst, 0.0)));
+            });
+    }
+    // SAFETY: the images' tiles cover the whole output, and each was filled with zeros.
+    unsafe { assume_written(out) }
 }
 
 /// `(segment, offset, value)` for every entry of `csr` in CSR order, with segment and offset
@@ -196,12 +209,10 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &SparseWeight) -> Vec<f32> {
     });
     let segs = Segments::new(g.o, nblk, &items);
     let (p, img) = (g.p(), g.c * hp * wp);
-    let mut y = vec![0f32; g.b * g.o * p];
-    for_each_tile(&mut y, g.o, p, |b, o0, dst| {
+    for_each_tile(g.b, g.o, p, |b, o0, dst| {
         let src = &xp[b * img..(b + 1) * img];
         segs.accum_tile(o0, dst, p, src, wp, g.oh, g.ow);
-    });
-    y
+    })
 }
 
 /// Gradient to the input: `dx[b,c,h,w] = Σ W[o,c,ki,kj] · dyp[b,o,h + kh−1−ki, w + kw−1−kj]`
@@ -223,12 +234,10 @@ pub(crate) fn backward_input(g: &ConvGeom, dy: &[f32], w: &SparseWeight) -> Vec<
     });
     let segs = Segments::new(g.c, nblk, &items);
     let (hw, img) = (g.h * g.w, g.o * hq * wq);
-    let mut dx = vec![0f32; g.b * g.c * hw];
-    for_each_tile(&mut dx, g.c, hw, |b, c0, dst| {
+    for_each_tile(g.b, g.c, hw, |b, c0, dst| {
         let src = &dyp[b * img..(b + 1) * img];
         segs.accum_tile(c0, dst, hw, src, wq, g.h, g.w);
-    });
-    dx
+    })
 }
 
 /// Images per pass of the weight gradient: each entry's lanes stay in registers across them.

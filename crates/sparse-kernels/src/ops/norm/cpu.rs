@@ -1,5 +1,7 @@
-//! Batch norm on the CPU: per-channel sums in f64 in a fixed order, element passes in
-//! parallel per image, each over channel runs of `HW` elements (`cpu_runs`). With the ReLU
+//! Batch norm on the CPU: per-channel sums in f64 in a fixed order (images in order), over
+//! channel runs of `HW` elements (`cpu_runs`). Training passes go channel by channel,
+//! channels in parallel, so a channel's later passes re-read its runs from L2
+//! ([`per_channel`]); evaluation's single pass goes image by image. With the ReLU
 //! fused ([`BatchNormParams::relu`]), the forward writes `max(γ·x̂ + β, 0)` and the backward
 //! takes `dy` as zero wherever `γ·x̂ + β <= 0`.
 
@@ -12,46 +14,63 @@ use super::{dims, BatchNormCache, BatchNormGrads, BatchNormParams, NormOps};
 use crate::backend::CpuBackend;
 use crate::error::Result;
 use crate::tensor::Tensor;
+use crate::uninit::{assume_written, unwritten};
 
-/// Per-channel sums over the `hw`-element runs of a `[B, C, HW]` layout, channels in
-/// parallel: `run(ch, range, partials)` adds the run at `range` to the channel's `K`
-/// partial sums, images in order, so the totals do not depend on threads.
-fn channel_sums<const K: usize>(
+/// Raw output bases that channel tasks write through, each at its own runs.
+struct Bases<const K: usize>([*mut MaybeUninit<f32>; K]);
+// SAFETY: only shared to hand each channel task the runs of its own channel (see
+// `per_channel`), which no other task touches.
+unsafe impl<const K: usize> Sync for Bases<K> {}
+
+/// `K` outputs of `n = B·C·HW` elements written channel by channel, channels in parallel.
+/// For each channel, `stats(ch)` reads whatever it needs (the channel's runs, images in
+/// order, so the sums do not depend on threads), and then `write(ch, &stats, range,
+/// out_runs)` writes the run of every image, in order, at `range` (indices into the
+/// inputs). A channel's `B` runs are re-read while they are in this core's L2 (512 KiB for
+/// 128 images of a 32x32 plane), not streamed again from L3 or memory after every
+/// channel's first pass. Returns every channel's stats and the outputs.
+fn per_channel<S: Send, const K: usize>(
     (b, c, hw): (usize, usize, usize),
-    run: impl Fn(usize, std::ops::Range<usize>, &mut [Partial; K]) + Sync,
-) -> [Vec<f64>; K] {
-    let per: Vec<[f64; K]> = (0..c)
+    stats: impl Fn(usize) -> S + Sync,
+    write: impl Fn(usize, &S, std::ops::Range<usize>, [&mut [MaybeUninit<f32>]; K]) + Sync,
+) -> (Vec<S>, [Vec<f32>; K]) {
+    let n = b * c * hw;
+    let mut outs: [Vec<MaybeUninit<f32>>; K] = std::array::from_fn(|_| unwritten(n));
+    let bases = Bases(outs.each_mut().map(|o| o.as_mut_ptr()));
+    let bases = &bases;
+    let per: Vec<S> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut p = [Partial::default(); K];
+            let st = stats(ch);
             for bi in 0..b {
-                let base = (bi * c + ch) * hw;
-                run(ch, base..base + hw, &mut p);
+                let at = (bi * c + ch) * hw;
+                // SAFETY: `at + hw <= n`, and the run `(bi, ch)` is handed out once, to
+                // this channel's task, so no other reference to it exists.
+                let runs = bases
+                    .0
+                    .map(|p| unsafe { std::slice::from_raw_parts_mut(p.add(at), hw) });
+                write(ch, &st, at..at + hw, runs);
             }
-            p.map(|s| s.total())
+            st
         })
         .collect();
-    std::array::from_fn(|k| per.iter().map(|s| s[k]).collect())
+    // SAFETY: the channels' runs of every image cover all `n` elements of every output, and
+    // each `write` fills its whole runs (the run kernels' contract).
+    (per, outs.map(|o| unsafe { assume_written(o) }))
 }
 
-/// `n` elements to be written before [`assume_written`]: the element passes fill every
-/// output exactly once, so zeroing them first would be a wasted pass over memory.
-fn unwritten(n: usize) -> Vec<MaybeUninit<f32>> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: `MaybeUninit<f32>` needs no initialisation, and the capacity is `n`.
-    unsafe { v.set_len(n) };
-    v
-}
-
-/// The buffer of [`unwritten`] as f32.
-///
-/// # Safety
-/// Every element must have been written.
-unsafe fn assume_written(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
-    let mut v = std::mem::ManuallyDrop::new(v);
-    // SAFETY: same allocation, length and capacity; `MaybeUninit<f32>` has f32's layout, and
-    // the caller guarantees that every element is initialised.
-    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
+/// Adds the `B` runs of channel `ch` (images in order) to `K` partial sums.
+fn channel_sum<const K: usize>(
+    (b, c, hw): (usize, usize, usize),
+    ch: usize,
+    mut run: impl FnMut(std::ops::Range<usize>, &mut [Partial; K]),
+) -> [f64; K] {
+    let mut p = [Partial::default(); K];
+    for bi in 0..b {
+        let base = (bi * c + ch) * hw;
+        run(base..base + hw, &mut p);
+    }
+    p.map(|s| s.total())
 }
 
 /// `K` outputs of `n = B·C·HW` elements written channel run by channel run, images in
@@ -98,20 +117,25 @@ impl NormOps for CpuBackend {
         let (b, c, hw) = dims(x)?;
         let n = b * hw;
         let xs = x.cpu_data()?;
-        let [sum] = channel_sums((b, c, hw), |_, r, [s]| sum_run(s, &xs[r], None));
-        let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
-        let [sq] = channel_sums((b, c, hw), |ch, r, [s]| sum_run(s, &xs[r], Some(mean[ch])));
-        let var: Vec<f64> = sq.iter().map(|s| s / n as f64).collect();
-        let inv_std: Vec<f32> = var
-            .iter()
-            .map(|v| (1.0 / (v + p.eps as f64).sqrt()) as f32)
-            .collect();
         let (g, bt) = (gamma.cpu_data()?, beta.cpu_data()?);
-        // x̂ and y in one pass.
-        let [xhat, y] = per_run((c, hw, xs.len()), |ch, r, [xh, yr]| {
-            let stats = (mean[ch] as f32, inv_std[ch], g[ch], bt[ch]);
-            train_run(&xs[r], (xh, yr), stats, p.relu);
-        });
+        let nf = n as f64;
+        // Per channel: Σx, then Σ(x − mean)² over the same runs, then x̂ and y in one pass.
+        let (stats, [xhat, y]) = per_channel(
+            (b, c, hw),
+            |ch| {
+                let [sum] = channel_sum((b, c, hw), ch, |r, [s]| sum_run(s, &xs[r], None));
+                let mean = sum / nf;
+                let [sq] = channel_sum((b, c, hw), ch, |r, [s]| sum_run(s, &xs[r], Some(mean)));
+                let var = sq / nf;
+                (mean, var, (1.0 / (var + p.eps as f64).sqrt()) as f32)
+            },
+            |ch, &(mean, _, is), r, [xh, yr]| {
+                train_run(&xs[r], (xh, yr), (mean as f32, is, g[ch], bt[ch]), p.relu);
+            },
+        );
+        let mean: Vec<f64> = stats.iter().map(|s| s.0).collect();
+        let var: Vec<f64> = stats.iter().map(|s| s.1).collect();
+        let inv_std: Vec<f32> = stats.iter().map(|s| s.2).collect();
         let mom = p.momentum;
         for (rm, m) in running_mean.cpu_data_mut()?.iter_mut().zip(&mean) {
             *rm = (1.0 - mom) * *rm + mom * *m as f32;
@@ -168,15 +192,23 @@ impl NormOps for CpuBackend {
         let g = gamma.cpu_data()?;
         let relu_beta = cache.relu_beta.as_ref().map(|t| t.cpu_data()).transpose()?;
         let relu = |ch: usize| relu_beta.map(|bt| (g[ch], bt[ch]));
-        let [sum_dy, sum_dy_xh] = channel_sums((b, c, hw), |ch, r, [s1, s2]| {
-            dsums_run((s1, s2), &d[r.clone()], &xh[r], relu(ch))
-        });
-        let [dx] = per_run((c, hw, d.len()), |ch, r, [o]| {
-            let nf = n as f32;
-            let k = g[ch] * inv_std[ch] / nf;
-            let coef = (k, nf, sum_dy[ch] as f32, sum_dy_xh[ch] as f32);
-            dx_run((&d[r.clone()], &xh[r]), o, coef, relu(ch))
-        });
+        // Per channel: Σdy and Σdy·x̂, then dx over the same runs.
+        let (sums, [dx]) = per_channel(
+            (b, c, hw),
+            |ch| {
+                channel_sum((b, c, hw), ch, |r, [s1, s2]| {
+                    dsums_run((s1, s2), &d[r.clone()], &xh[r], relu(ch))
+                })
+            },
+            |ch, &[s1, s2], r, [o]| {
+                let nf = n as f32;
+                let k = g[ch] * inv_std[ch] / nf;
+                let coef = (k, nf, s1 as f32, s2 as f32);
+                dx_run((&d[r.clone()], &xh[r]), o, coef, relu(ch))
+            },
+        );
+        let sum_dy: Vec<f64> = sums.iter().map(|s| s[0]).collect();
+        let sum_dy_xh: Vec<f64> = sums.iter().map(|s| s[1]).collect();
         let dev = dy.device();
         Ok(BatchNormGrads {
             dx: Tensor::from_vec(dy.shape(), dx, dev)?,
