@@ -81,16 +81,33 @@ fn im2col(g: &ConvGeom, x: &[f32], b0: usize, gb: usize, col: &mut [f32]) {
                 let i0 = lo * g.stride + kj - g.pad;
                 if g.stride == 1 {
                     orow[lo..hi].copy_from_slice(&irow[i0..i0 + hi - lo]);
-                } else {
-                    for (v, &s) in orow[lo..hi]
-                        .iter_mut()
-                        .zip(irow[i0..].iter().step_by(g.stride))
-                    {
-                        *v = s;
+                } else if hi > lo {
+                    // Indexed, not `step_by`, whose `nth` per element was most of the time.
+                    let (s, n) = (g.stride, hi - lo);
+                    let src = &irow[i0..=i0 + (n - 1) * s];
+                    let (body, last) = orow[lo..hi].split_at_mut(n - 1);
+                    if s == 2 {
+                        gather_every::<2>(body, src);
+                    } else {
+                        gather_every::<0>(body, &src[..(n - 1) * s]);
                     }
+                    last[0] = src[(n - 1) * s];
                 }
             }
         }
+    }
+}
+
+/// `dst[t] = src[t·S]` over whole strides of `src` (`S` = 0: stride `src.len() / dst.len()`).
+/// A constant `S` lets the loop be vectorised as a shuffle.
+#[inline]
+fn gather_every<const S: usize>(dst: &mut [f32], src: &[f32]) {
+    if dst.is_empty() {
+        return;
+    }
+    let s = if S == 0 { src.len() / dst.len() } else { S };
+    for (v, ch) in dst.iter_mut().zip(src.chunks_exact(s)) {
+        *v = ch[0];
     }
 }
 
@@ -122,8 +139,10 @@ fn col2im(g: &ConvGeom, dcol: &[f32], gb: usize, dx: &mut [f32]) {
                                 *d += s;
                             }
                         } else {
-                            for (d, &s) in irow[i0..].iter_mut().step_by(g.stride).zip(srow) {
-                                *d += s;
+                            let s = g.stride;
+                            let dst = &mut irow[i0..=i0 + (hi - lo - 1) * s];
+                            for (t, &v) in srow.iter().enumerate() {
+                                dst[t * s] += v;
                             }
                         }
                     }
