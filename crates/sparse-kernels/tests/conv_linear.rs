@@ -5,7 +5,10 @@ mod common;
 use common::*;
 use sparse_kernels::ops::activation::add_assign;
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
-use sparse_kernels::ops::linear::{linear_backward, linear_backward_reusing, linear_forward};
+use sparse_kernels::ops::linear::{
+    linear_backward, linear_backward_kept, linear_backward_reusing, linear_forward,
+    linear_forward_keeping,
+};
 use sparse_kernels::ops::sparse::AtMaskGradMemo;
 use sparse_kernels::{test_device, Device, SparseWeight, Tensor, WeightGrad, WeightRef};
 
@@ -341,6 +344,41 @@ fn linear_all_paths_forward_backward(dev: &Device) -> TestResult {
                     .collect();
                 assert_close(gs.dw.h(), &expect, 1e-4, "linear sparse dW");
                 assert!(gs.db.is_none());
+                // The training pair (the forward's kept `xᵀ` feeding the backward) gives the
+                // same bits as the plain calls.
+                let (yk, input) = linear_forward_keeping(x.clone(), wr, None).unwrap();
+                assert_eq!(
+                    f32_bits(yk.h()),
+                    f32_bits(linear_forward(&x, wr, None).unwrap().h())
+                );
+                if let Some(xt) = &input.xt {
+                    let xh = x.h();
+                    let xth = xt.h();
+                    let (b, i) = (x.shape()[0], x.shape()[1]);
+                    assert!((0..b * i).all(|k| xth[(k % i) * b + k / i] == xh[k]), "xᵀ");
+                }
+                let gk = linear_backward_kept(
+                    &dy,
+                    &input,
+                    wr,
+                    false,
+                    true,
+                    WeightGrad::AtMask(&mask),
+                    None,
+                )
+                .unwrap();
+                assert_eq!(f32_bits(gk.dw.h()), f32_bits(gs.dw.h()), "kept-input dW");
+                assert_eq!(
+                    f32_bits(gk.dx.unwrap().h()),
+                    f32_bits(
+                        linear_backward(&dy, &x, wr, false, true, WeightGrad::AtMask(&mask))
+                            .unwrap()
+                            .dx
+                            .unwrap()
+                            .h()
+                    ),
+                    "kept-input dx"
+                );
             }
         }
     }
@@ -452,3 +490,8 @@ test_device!(
     linear_reuses_its_at_mask_gradient_only_while_valid_cuda,
     linear_reuses_its_at_mask_gradient_only_while_valid_emu
 );
+
+/// The bit patterns of `v`, for exact comparisons.
+fn f32_bits(v: Vec<f32>) -> Vec<u32> {
+    v.into_iter().map(f32::to_bits).collect()
+}

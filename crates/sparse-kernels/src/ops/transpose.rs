@@ -2,14 +2,17 @@
 //! cache-blocked scalar loops otherwise and at the edges. Pure data movement, so every path
 //! gives the same bits.
 
+use std::mem::MaybeUninit;
+
 /// Side of the cache blocks (in elements) both paths walk.
 const BLOCK: usize = 32;
 
 /// The transpose (`c x r`) of a row-major `r x c` matrix.
 pub(crate) fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
-    let mut t = vec![0f32; r * c];
-    transpose_into(a, r, c, &mut t);
-    t
+    let mut t = crate::uninit::unwritten(r * c);
+    transpose_uninit(a, c, r, c, &mut t, r);
+    // SAFETY: `c` rows of `r` elements, `r` apart, are every element, and all were written.
+    unsafe { crate::uninit::assume_written(t) }
 }
 
 /// Writes the transpose of the row-major `r x c` matrix `a` into `t` (`c x r`).
@@ -27,6 +30,22 @@ pub(crate) fn transpose_strided(
     r: usize,
     c: usize,
     t: &mut [f32],
+    ldt: usize,
+) {
+    // SAFETY: same layout, and the transpose only stores initialised values, so `t` stays
+    // initialised.
+    let t = unsafe { &mut *(t as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    transpose_uninit(a, lda, r, c, t, ldt);
+}
+
+/// [`transpose_strided`] into a buffer that may not be initialised yet: it stores the
+/// addressed elements and reads none of `t`.
+fn transpose_uninit(
+    a: &[f32],
+    lda: usize,
+    r: usize,
+    c: usize,
+    t: &mut [MaybeUninit<f32>],
     ldt: usize,
 ) {
     if r == 0 || c == 0 {
@@ -60,7 +79,7 @@ struct Mat {
 /// Scalar transpose of rows `is` and columns `js`, in cache blocks.
 fn scalar(
     a: &[f32],
-    t: &mut [f32],
+    t: &mut [MaybeUninit<f32>],
     m: Mat,
     is: std::ops::Range<usize>,
     js: std::ops::Range<usize>,
@@ -70,7 +89,7 @@ fn scalar(
             for i in ib..(ib + BLOCK).min(is.end) {
                 let row = &a[i * m.lda..];
                 for j in jb..(jb + BLOCK).min(js.end) {
-                    t[j * m.ldt + i] = row[j];
+                    t[j * m.ldt + i] = MaybeUninit::new(row[j]);
                 }
             }
         }
@@ -81,7 +100,7 @@ fn scalar(
 mod avx {
     use std::arch::x86_64::*;
 
-    use super::{scalar, Mat, BLOCK};
+    use super::{scalar, Mat, MaybeUninit, BLOCK};
 
     /// Tiles of 8x8 through registers, in `BLOCK`-sized cache blocks; the ragged right and
     /// bottom edges go through the scalar loop.
@@ -90,9 +109,15 @@ mod avx {
     /// The CPU must have AVX, and `a` and `t` must hold every element that `m`'s strides
     /// address for an `r x c` transpose.
     #[target_feature(enable = "avx")]
-    pub(super) unsafe fn transpose(a: &[f32], r: usize, c: usize, t: &mut [f32], m: Mat) {
+    pub(super) unsafe fn transpose(
+        a: &[f32],
+        r: usize,
+        c: usize,
+        t: &mut [MaybeUninit<f32>],
+        m: Mat,
+    ) {
         let (r8, c8) = (r / 8 * 8, c / 8 * 8);
-        let (src, dst) = (a.as_ptr(), t.as_mut_ptr());
+        let (src, dst) = (a.as_ptr(), t.as_mut_ptr().cast::<f32>());
         for ib in (0..r8).step_by(BLOCK) {
             for jb in (0..c8).step_by(BLOCK) {
                 for i in (ib..(ib + BLOCK).min(r8)).step_by(8) {
@@ -181,8 +206,10 @@ mod tests {
                     );
                 }
             }
-            let mut s = vec![0f32; r * c];
+            let mut s = crate::uninit::unwritten(r * c);
             scalar(&a, &mut s, Mat { lda: c, ldt: r }, 0..r, 0..c);
+            // SAFETY: the scalar path writes every element of an `r x c` transpose.
+            let s = unsafe { crate::uninit::assume_written(s) };
             assert_eq!(s, t, "{r}x{c}: scalar and vector paths differ");
         }
     }

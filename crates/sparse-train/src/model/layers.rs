@@ -4,7 +4,9 @@ use anyhow::{bail, Result};
 use sparse_algos::Param;
 use sparse_kernels::ops::activation::{add_assign, add_relu_assign, relu, relu_backward};
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
-use sparse_kernels::ops::linear::{linear_backward_reusing, linear_forward};
+use sparse_kernels::ops::linear::{
+    linear_backward_kept, linear_forward, linear_forward_keeping, LinearInput,
+};
 use sparse_kernels::ops::norm::{
     batch_norm_backward, batch_norm_eval, batch_norm_relu_eval, batch_norm_train, BatchNormCache,
     BatchNormParams,
@@ -96,7 +98,8 @@ pub struct Linear {
     pub w: Param,
     /// Bias `[out]`.
     pub b: Param,
-    x: Option<Tensor>,
+    /// The training forward's input (and its transpose, where the forward made one).
+    x: Option<LinearInput>,
     /// The at-mask weight gradient last produced, reused as the next one's buffer.
     grad_memo: AtMaskGradMemo,
 }
@@ -230,11 +233,14 @@ impl Node {
             }
             Node::Linear(l) => {
                 prepare(&mut l.w, ctx, false)?;
-                let y = linear_forward(&x, weight_ref(&l.w, ctx, false), Some(&l.b.value))?;
+                let wr = weight_ref(&l.w, ctx, false);
                 if ctx.train {
-                    l.x = Some(x);
+                    let (y, input) = linear_forward_keeping(x, wr, Some(&l.b.value))?;
+                    l.x = Some(input);
+                    y
+                } else {
+                    linear_forward(&x, wr, Some(&l.b.value))?
                 }
-                y
             }
             Node::Bn(b) => {
                 if ctx.train {
@@ -356,7 +362,7 @@ impl Node {
                 };
                 let version = AtMaskGradMemo::version_of(&grad_mode(&l.w, ctx));
                 let buf = l.grad_memo.take(&mut l.w.grad, version);
-                let g = linear_backward_reusing(
+                let g = linear_backward_kept(
                     &dy,
                     &x,
                     weight_ref(&l.w, ctx, false),

@@ -21,31 +21,38 @@ impl LinearOps for CpuBackend {
         x: &Tensor,
         w: WeightRef,
         bias: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let xs = x.cpu_data()?;
         let cw = w.cpu()?;
-        let mut y = vec![0f32; b * o];
-        match cw {
-            CpuWeight::Dense(wt, _) => sgemm(b, o, i, 1.0, xs, false, wt, true, 0.0, &mut y, true),
+        let (mut y, xt) = match cw {
+            CpuWeight::Dense(wt, _) => {
+                let mut y = vec![0f32; b * o];
+                sgemm(b, o, i, 1.0, xs, false, wt, true, 0.0, &mut y, true);
+                (y, None)
+            }
             _ => {
                 let xt = transpose(xs, b, i);
                 let mut yt = vec![0f32; o * b];
                 cw.mul(&xt, b, &mut yt, true);
-                y = transpose(&yt, o, b);
+                (transpose(&yt, o, b), Some(xt))
             }
-        }
+        };
         if let Some(bias) = bias {
             let bv = bias.cpu_data()?;
             y.par_chunks_mut(o.max(1))
                 .for_each(|row| row.iter_mut().zip(bv).for_each(|(v, b)| *v += b));
         }
-        Tensor::from_vec(&[b, o], y, x.device())
+        let xt = xt
+            .map(|t| Tensor::from_vec(&[i, b], t, x.device()))
+            .transpose()?;
+        Ok((Tensor::from_vec(&[b, o], y, x.device())?, xt))
     }
 
     fn linear_backward(
         (b, i, o): (usize, usize, usize),
         dy: &Tensor,
         x: &Tensor,
+        xt: Option<&Tensor>,
         w: WeightRef,
         has_bias: bool,
         need_dx: bool,
@@ -58,18 +65,26 @@ impl LinearOps for CpuBackend {
         // A reused buffer is zero off the mask and every mask entry is written below.
         let mut dw_t = host_buffer(dw_buf, w.shape())?;
         let dw = dw_t.cpu_data_mut()?;
+        let kept_xt = xt.map(|t| t.cpu_data()).transpose()?;
         profile::time(Phase::WeightGrad, || match wgrad {
             WeightGrad::Dense => sgemm(o, i, b, 1.0, &dyt, false, xs, false, 0.0, dw, true),
             WeightGrad::AtMask(m) => {
-                let xt = transpose(xs, b, i);
+                let made;
+                let xt = match kept_xt {
+                    Some(t) => t,
+                    None => {
+                        made = transpose(xs, b, i);
+                        &made[..]
+                    }
+                };
                 match cw {
                     // The sparse form's transpose already lists each column's rows.
                     CpuWeight::Sparse(s) if s.mask_version() == m.version() => {
                         let t = s.csr_t();
                         let structure = (t.row_ptr(), t.col_idx());
-                        sp::sddmm_columns(structure, i, &dyt, &xt, b, dw, true)
+                        sp::sddmm_columns(structure, i, &dyt, xt, b, dw, true)
                     }
-                    _ => sp::sddmm_mask(m.mask(), o, i, &dyt, &xt, b, dw, true),
+                    _ => sp::sddmm_mask(m.mask(), o, i, &dyt, xt, b, dw, true),
                 }
             }
         });
@@ -77,17 +92,18 @@ impl LinearOps for CpuBackend {
             if !need_dx {
                 return Ok(None);
             }
-            let mut dx = vec![0f32; b * i];
-            match cw {
+            let dx = match cw {
                 CpuWeight::Dense(wt, _) => {
-                    sgemm(b, i, o, 1.0, dys, false, wt, false, 0.0, &mut dx, true)
+                    let mut dx = vec![0f32; b * i];
+                    sgemm(b, i, o, 1.0, dys, false, wt, false, 0.0, &mut dx, true);
+                    dx
                 }
                 _ => {
                     let mut dxt = vec![0f32; i * b];
                     cw.mul_t(&dyt, b, &mut dxt, true);
-                    dx = transpose(&dxt, i, b);
+                    transpose(&dxt, i, b)
                 }
-            }
+            };
             Ok(Some(Tensor::from_vec(&[b, i], dx, x.device())?))
         })?;
         let db = if has_bias {

@@ -22,29 +22,31 @@ impl LinearOps for CudaBackend {
         x: &Tensor,
         w: WeightRef,
         bias: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let y = if let WeightRef::Sparse(s) = w {
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (y, xt) = if let WeightRef::Sparse(s) = w {
             let yt = Tensor::zeros(&[o, b], x.device())?;
-            gpu(s)?.fwd.spmm(1.0, &transpose(x)?, 0.0, &yt)?;
-            transpose(&yt)?
+            let xt = transpose(x)?;
+            gpu(s)?.fwd.spmm(1.0, &xt, 0.0, &yt)?;
+            (transpose(&yt)?, Some(xt))
         } else {
             let wd = dense_weight(w)?;
             let y = Tensor::zeros(&[b, o], x.device())?;
             raw_gemm(b, o, i, 1.0, x, false, wd.get(), true, 0.0, &y)?;
-            y
+            (y, None)
         };
         if let Some(bias) = bias {
             let n = b * o;
             let args = Args::new().t(&y)?.t(bias)?.i(o).i(n);
             ctx_of(x)?.launch(F, "add_bias_rows", grid_1d(n), args)?;
         }
-        Ok(y)
+        Ok((y, xt))
     }
 
     fn linear_backward(
         (b, i, o): (usize, usize, usize),
         dy: &Tensor,
         x: &Tensor,
+        xt: Option<&Tensor>,
         w: WeightRef,
         has_bias: bool,
         need_dx: bool,
@@ -58,7 +60,10 @@ impl LinearOps for CudaBackend {
         };
         let dw = match (wgrad, &sparse) {
             (WeightGrad::AtMask(m), Some((s, dyt))) if s.mask_version() == m.version() => {
-                sparse_wgrad(s, dyt, &transpose(x)?)?
+                match xt {
+                    Some(t) => sparse_wgrad(s, dyt, t)?,
+                    None => sparse_wgrad(s, dyt, &transpose(x)?)?,
+                }
             }
             _ => {
                 let dw = Tensor::zeros(w.shape(), dev)?;

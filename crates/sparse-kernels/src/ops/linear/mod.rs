@@ -20,22 +20,35 @@ pub struct LinearGrads {
     pub db: Option<Tensor>,
 }
 
+/// A training forward's input, kept for the backward: `x`, and `xᵀ` when the forward made
+/// one (a sparse weight runs on transposed activations), so the at-mask weight gradient
+/// does not transpose `x` again.
+#[derive(Debug, Clone)]
+pub struct LinearInput {
+    /// The input, `[B, in]`.
+    pub x: Tensor,
+    /// `xᵀ`, `[in, B]`, if the forward computed it.
+    pub xt: Option<Tensor>,
+}
+
 /// What a backend provides for linear layers (shapes and devices already checked; `dims`
 /// is `(batch, in, out)`).
 pub trait LinearOps {
-    /// See [`linear_forward`].
+    /// See [`linear_forward_keeping`]: `y`, and `xᵀ` if the backend computed it.
     fn linear_forward(
         dims: (usize, usize, usize),
         x: &Tensor,
         w: WeightRef,
         bias: Option<&Tensor>,
-    ) -> Result<Tensor>;
-    /// See [`linear_backward_reusing`] (`dw_buf` is only a hint: a backend may drop it).
+    ) -> Result<(Tensor, Option<Tensor>)>;
+    /// See [`linear_backward_reusing`] (`dw_buf` is only a hint: a backend may drop it;
+    /// `xt`, when given, is `xᵀ`).
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         dims: (usize, usize, usize),
         dy: &Tensor,
         x: &Tensor,
+        xt: Option<&Tensor>,
         w: WeightRef,
         has_bias: bool,
         need_dx: bool,
@@ -72,7 +85,19 @@ fn dims(x: &Tensor, w: &WeightRef, bias: Option<&Tensor>) -> Result<(usize, usiz
 /// Forward `y = x·Wᵀ + b`, shape `[B, out]`.
 pub fn linear_forward(x: &Tensor, w: WeightRef, bias: Option<&Tensor>) -> Result<Tensor> {
     let d = dims(x, &w, bias)?;
-    dispatch!(x.device(), LinearOps::linear_forward(d, x, w, bias))
+    Ok(dispatch!(x.device(), LinearOps::linear_forward(d, x, w, bias))?.0)
+}
+
+/// [`linear_forward`] for training: also returns the input to hand to
+/// [`linear_backward_kept`] (with `xᵀ` where the forward made one).
+pub fn linear_forward_keeping(
+    x: Tensor,
+    w: WeightRef,
+    bias: Option<&Tensor>,
+) -> Result<(Tensor, LinearInput)> {
+    let d = dims(&x, &w, bias)?;
+    let (y, xt) = dispatch!(x.device(), LinearOps::linear_forward(d, &x, w, bias))?;
+    Ok((y, LinearInput { x, xt }))
 }
 
 /// Backward of [`linear_forward`].
@@ -101,12 +126,35 @@ pub fn linear_backward_reusing(
     wgrad: WeightGrad,
     dw_buf: Option<Tensor>,
 ) -> Result<LinearGrads> {
+    let input = LinearInput {
+        x: x.clone(),
+        xt: None,
+    };
+    linear_backward_kept(dy, &input, w, has_bias, need_dx, wgrad, dw_buf)
+}
+
+/// [`linear_backward_reusing`] from the input [`linear_forward_keeping`] returned.
+pub fn linear_backward_kept(
+    dy: &Tensor,
+    input: &LinearInput,
+    w: WeightRef,
+    has_bias: bool,
+    need_dx: bool,
+    wgrad: WeightGrad,
+    dw_buf: Option<Tensor>,
+) -> Result<LinearGrads> {
+    let x = &input.x;
     let d = dims(x, &w, None)?;
     dy.expect_shape("linear backward dY", &[d.0, d.2])?;
     dy.same_device("linear backward", x)?;
     wgrad.check("linear backward", &w)?;
+    let xt = input.xt.as_ref();
+    if let Some(t) = xt {
+        t.expect_shape("linear backward xᵀ", &[d.1, d.0])?;
+        t.same_device("linear backward", x)?;
+    }
     dispatch!(
         x.device(),
-        LinearOps::linear_backward(d, dy, x, w, has_bias, need_dx, wgrad, dw_buf)
+        LinearOps::linear_backward(d, dy, x, xt, w, has_bias, need_dx, wgrad, dw_buf)
     )
 }
