@@ -6,8 +6,7 @@ use common::*;
 use sparse_kernels::ops::activation::add_assign;
 use sparse_kernels::ops::conv::{conv2d_backward, conv2d_forward, Conv2dParams};
 use sparse_kernels::ops::linear::{
-    linear_backward, linear_backward_kept, linear_backward_reusing, linear_forward,
-    linear_forward_keeping,
+    linear_backward, linear_backward_kept, linear_forward, linear_forward_keeping, LinearInput,
 };
 use sparse_kernels::ops::sparse::AtMaskGradMemo;
 use sparse_kernels::{test_device, Device, SparseWeight, Tensor, WeightGrad, WeightRef};
@@ -462,7 +461,11 @@ fn linear_reuses_its_at_mask_gradient_only_while_valid(dev: &Device) -> TestResu
             "step {step}"
         );
         let wr = WeightRef::Sparse(&sw);
-        let g = linear_backward_reusing(&dy, &x, wr, false, false, wg, buf)?;
+        let input = LinearInput {
+            x: x.clone(),
+            xt: None,
+        };
+        let g = linear_backward_kept(&dy, &input, wr, false, false, wg, buf)?;
         let fresh = linear_backward(&dy, &x, wr, false, false, wg)?;
         assert_eq!(bits(&g.dw), bits(&fresh.dw), "step {step}");
         grad = g.dw;

@@ -41,7 +41,7 @@ pub trait LinearOps {
         w: WeightRef,
         bias: Option<&Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)>;
-    /// See [`linear_backward_reusing`] (`dw_buf` is only a hint: a backend may drop it;
+    /// See [`linear_backward_kept`] (`dw_buf` is only a hint: a backend may drop it;
     /// `xt`, when given, is `xᵀ`).
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
@@ -109,31 +109,19 @@ pub fn linear_backward(
     need_dx: bool,
     wgrad: WeightGrad,
 ) -> Result<LinearGrads> {
-    linear_backward_reusing(dy, x, w, has_bias, need_dx, wgrad, None)
-}
-
-/// [`linear_backward`] that may write an at-mask weight gradient into `dw_buf`, the
-/// layer's previous at-mask gradient for the same mask (see
-/// [`AtMaskGradMemo`](crate::ops::sparse::AtMaskGradMemo)). `dw_buf` must be zero off
-/// the mask of `wgrad`; its entries on the mask are overwritten. The CPU backend reuses it
-/// (no dense clear per step); others allocate as usual.
-pub fn linear_backward_reusing(
-    dy: &Tensor,
-    x: &Tensor,
-    w: WeightRef,
-    has_bias: bool,
-    need_dx: bool,
-    wgrad: WeightGrad,
-    dw_buf: Option<Tensor>,
-) -> Result<LinearGrads> {
     let input = LinearInput {
         x: x.clone(),
         xt: None,
     };
-    linear_backward_kept(dy, &input, w, has_bias, need_dx, wgrad, dw_buf)
+    linear_backward_kept(dy, &input, w, has_bias, need_dx, wgrad, None)
 }
 
-/// [`linear_backward_reusing`] from the input [`linear_forward_keeping`] returned.
+/// The backward from the input [`linear_forward_keeping`] returned (its `xᵀ`, if any,
+/// feeds the at-mask weight gradient). It may write an at-mask weight gradient into
+/// `dw_buf`, the layer's previous at-mask gradient for the same mask (see
+/// [`AtMaskGradMemo`](crate::ops::sparse::AtMaskGradMemo)). `dw_buf` must be zero off
+/// the mask of `wgrad`; its entries on the mask are overwritten. The CPU backend reuses it
+/// (no dense clear per step); others allocate as usual.
 pub fn linear_backward_kept(
     dy: &Tensor,
     input: &LinearInput,
