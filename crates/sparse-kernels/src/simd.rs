@@ -152,6 +152,47 @@ pub(crate) fn has_avx512() -> bool {
     }
 }
 
+/// True when the running CPU executes 512-bit FMAs at twice the 256-bit rate: AVX-512 on an
+/// Intel CPU or on AMD Zen 5 and later (family 0x1A and up). AMD's Zen 4 (family 0x19) splits
+/// every 512-bit operation into two 256-bit halves, so its AVX-512 peak equals its AVX2 peak,
+/// as on a CPU without AVX-512. Read from CPUID once; the same CPU always gives the same
+/// answer. [`crate::ExecPolicy::cpu_default`] sets its convolution threshold from it.
+pub(crate) fn avx512_full_rate() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static FULL: OnceLock<bool> = OnceLock::new();
+        *FULL.get_or_init(|| {
+            if !has_avx512() {
+                return false;
+            }
+            // CPUID leaves 0 and 1 exist on every x86-64 CPU.
+            let (l0, l1) = (std::arch::x86_64::__cpuid(0), std::arch::x86_64::__cpuid(1));
+            let amd = (l0.ebx, l0.edx, l0.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+            cpu_family(l1.eax).is_none_or(|family| !amd || family >= 0x1A)
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The CPU family of CPUID leaf 1's `eax` (base family, plus the extended family when the
+/// base is 0xF), or `None` for a zero signature.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn cpu_family(eax: u32) -> Option<u32> {
+    if eax == 0 {
+        return None;
+    }
+    let base = (eax >> 8) & 0xF;
+    Some(if base == 0xF {
+        base + ((eax >> 20) & 0xFF)
+    } else {
+        base
+    })
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -172,5 +213,15 @@ mod tests {
             let (w, v) = unsafe { (wide(&a[..len], &b[..len]), avx2(&a[..len], &b[..len])) };
             assert_eq!(w.to_bits(), v.to_bits(), "length {len}");
         }
+    }
+
+    /// CPU families from published CPUID signatures: EPYC 9004 (Zen 4), EPYC 9005 (Zen 5),
+    /// a Sapphire Rapids Xeon (base family 6, no extended family added).
+    #[test]
+    fn cpu_family_reads_base_and_extended_family() {
+        assert_eq!(cpu_family(0x00A1_0F11), Some(0x19));
+        assert_eq!(cpu_family(0x00B0_0F21), Some(0x1A));
+        assert_eq!(cpu_family(0x0008_06F8), Some(6));
+        assert_eq!(cpu_family(0), None);
     }
 }

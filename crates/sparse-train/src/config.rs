@@ -124,7 +124,9 @@ pub struct TrainConfig {
     pub update_interval: Option<u64>,
     /// How the preset's ΔT follows the run (when `update_interval` is unset).
     pub schedule: Schedule,
-    /// Convolutions run sparse below this density.
+    /// Convolutions run sparse below this density on the CPU (default by CPU:
+    /// `sparse_kernels::ExecPolicy::cpu_default`, 0.32 or 0.5; the run's config.toml records
+    /// the value used).
     pub conv_sparse_below: f64,
     /// Linear layers run sparse below this density.
     pub linear_sparse_below: f64,
@@ -291,5 +293,23 @@ impl TrainConfig {
             ..c.clone()
         };
         strip(self) == strip(other)
+    }
+
+    /// The top-level settings that [`same_run`](Self::same_run) compares and that differ
+    /// between the two, as `key a vs b` (their config-file values), for error messages.
+    pub fn run_differences(&self, other: &TrainConfig) -> Vec<String> {
+        // A configuration always serializes (plain fields); an empty table would only hide
+        // the detail, not the error it explains.
+        let table = |c: &TrainConfig| toml::Table::try_from(c).unwrap_or_default();
+        let (ta, tb) = (table(self), table(other));
+        let keys: std::collections::BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
+        keys.into_iter()
+            .filter(|k| !["epochs", "steps", "data_dir", "threads"].contains(&k.as_str()))
+            .filter(|k| ta.get(*k) != tb.get(*k))
+            .map(|k| {
+                let show = |t: &toml::Table| t.get(k).map_or("unset".into(), |v| v.to_string());
+                format!("{k} {} vs {}", show(&ta), show(&tb))
+            })
+            .collect()
     }
 }

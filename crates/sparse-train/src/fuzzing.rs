@@ -52,6 +52,9 @@ pub fn checkpoint_config() -> TrainConfig {
         train_subset: Some(16),
         eval_subset: Some(16),
         threads: Some(1),
+        // The seed checkpoints were made with this threshold; the default depends on the
+        // CPU (`ExecPolicy::cpu_default`), and a checkpoint only restores into its own run.
+        conv_sparse_below: 0.32,
         ..TrainConfig::default()
     }
 }

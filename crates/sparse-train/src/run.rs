@@ -190,7 +190,7 @@ impl RunDir {
                      refusing to resume",
                     ck_path.display(),
                     cfg_path.display(),
-                    differing_settings(&dir_cfg, ck.config())?.join(", ")
+                    dir_cfg.run_differences(ck.config()).join(", ")
                 );
             }
         }
@@ -274,24 +274,6 @@ impl RunDir {
     pub fn write_summary(&self, s: &Summary) -> Result<()> {
         report::write_summary(&self.dir, s)
     }
-}
-
-/// The top-level settings in which two configurations differ.
-fn differing_settings(a: &TrainConfig, b: &TrainConfig) -> Result<Vec<String>> {
-    let (ta, tb): (toml::Table, toml::Table) = (
-        toml::from_str(&a.to_toml()?)?,
-        toml::from_str(&b.to_toml()?)?,
-    );
-    let keys: std::collections::BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
-    Ok(keys
-        .into_iter()
-        .filter(|k| !["epochs", "steps", "data_dir", "threads"].contains(&k.as_str()))
-        .filter(|k| ta.get(*k) != tb.get(*k))
-        .map(|k| {
-            let show = |t: &toml::Table| t.get(k).map_or("unset".into(), |v| v.to_string());
-            format!("{k} {} vs {}", show(&ta), show(&tb))
-        })
-        .collect())
 }
 
 /// Trains `t` to the end, recording every epoch in `out` when given; returns the summary.

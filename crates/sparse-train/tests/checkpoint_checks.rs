@@ -251,3 +251,28 @@ fn method_state_that_does_not_fit_the_layers_is_refused() {
     let err = load_err(&p);
     assert!(err.contains("activity of `conv1.weight`"), "{err}");
 }
+
+/// A checkpoint restores only into a trainer of its own run, and the refusal names the
+/// settings that differ (here the convolution threshold, whose default depends on the CPU,
+/// so a checkpoint moved to another machine is refused rather than resumed on other kernels).
+#[test]
+fn a_checkpoint_of_another_run_configuration_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, p) = one_epoch("set", false, tmp.path());
+    let ck = checkpoint::Checkpoint::read(&p).unwrap();
+    let other = TrainConfig {
+        conv_sparse_below: ck.config().conv_sparse_below + 0.125,
+        ..ck.config().clone()
+    };
+    let mut t = Trainer::new(other).unwrap();
+    let err = format!("{:#}", ck.restore(&mut t).expect_err("restore must fail"));
+    let want = format!(
+        "conv_sparse_below {} vs {}",
+        ck.config().conv_sparse_below,
+        ck.config().conv_sparse_below + 0.125
+    );
+    assert!(
+        err.contains("different run configuration") && err.contains(&want),
+        "{err}"
+    );
+}

@@ -188,7 +188,8 @@ impl Checkpoint {
     pub fn restore(&self, t: &mut Trainer) -> Result<()> {
         ensure!(
             self.config.same_run(&t.cfg),
-            "the checkpoint is of a different run configuration"
+            "the checkpoint is of a different run configuration (checkpoint vs this run: {})",
+            self.config.run_differences(&t.cfg).join("; ")
         );
         let st = SafeTensors::deserialize(&self.bytes)
             .map_err(|e| anyhow!("corrupt checkpoint: {e:?}"))?;
