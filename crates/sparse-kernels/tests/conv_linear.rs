@@ -13,13 +13,13 @@ use sparse_kernels::{test_device, Device, SparseWeight, Tensor, WeightGrad, Weig
 
 /// (batch, in, h, w, out, k, stride, pad)
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
-const CONVS: [ConvCase; 23] = [
+const CONVS: [ConvCase; 25] = [
     // Widths 32/16/8/4 and odd heights exercise the direct sparse kernels' fixed paths.
     (1, 2, 32, 32, 2, 3, 1, 1),
     (2, 3, 5, 16, 4, 3, 1, 1),
     (1, 4, 9, 8, 3, 3, 1, 1),
     (3, 3, 4, 4, 5, 3, 1, 1),
-    // Width 4 with a plane of at least 64 outputs (smaller ones run as CSR over im2col).
+    // Width 4 with a plane of at least 64 outputs (smaller ones run batch-minor).
     (1, 3, 17, 4, 2, 3, 1, 1),
     (2, 8, 6, 10, 9, 1, 1, 0),
     (1, 1, 1, 1, 1, 1, 1, 0),
@@ -36,7 +36,7 @@ const CONVS: [ConvCase; 23] = [
     (2, 16, 5, 6, 3, 3, 1, 1),
     (1, 17, 4, 3, 2, 1, 1, 0),
     // Odd planes of at least 64 outputs, with and without padding, 3x3 and 1x1: the direct
-    // sparse kernels' edge handling (smaller planes run as CSR over im2col).
+    // sparse kernels' edge handling (smaller planes run batch-minor).
     (2, 5, 9, 11, 4, 3, 1, 1),
     (1, 3, 10, 11, 2, 3, 1, 0),
     (1, 4, 8, 9, 3, 1, 1, 0),
@@ -47,6 +47,11 @@ const CONVS: [ConvCase; 23] = [
     // of a padded NHWC copy): several images per group and a ragged last group, and 5x5.
     (5, 3, 16, 17, 4, 3, 1, 1),
     (2, 3, 16, 16, 2, 5, 1, 2),
+    // Sparse planes under 64 outputs run with the batch as the vector dimension: a batch of
+    // 70 takes the 64-image runs and a ragged tail (and the 16-lane weight-gradient tail),
+    // with padding 1 and 0.
+    (70, 5, 4, 4, 6, 3, 1, 1),
+    (67, 4, 3, 5, 3, 3, 1, 0),
 ];
 
 fn conv_forward_all_paths_match_direct_reference(dev: &Device) -> TestResult {

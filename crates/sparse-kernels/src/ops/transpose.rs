@@ -15,6 +15,25 @@ pub(crate) fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
     unsafe { crate::uninit::assume_written(t) }
 }
 
+/// [`transpose`] on the rayon pool: bands of 64 output rows (64 columns of `a`) in
+/// parallel. Same result as [`transpose`].
+pub(crate) fn transpose_par(a: &[f32], r: usize, c: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const BAND: usize = 64;
+    let mut t = crate::uninit::unwritten(r * c);
+    if r > 0 {
+        t.par_chunks_mut(BAND * r)
+            .enumerate()
+            .for_each(|(k, band)| {
+                let j0 = k * BAND;
+                let cols = band.len() / r;
+                transpose_uninit(&a[j0..], c, r, cols, band, r);
+            });
+    }
+    // SAFETY: the bands cover all `c` output rows, and each band wrote its rows whole.
+    unsafe { crate::uninit::assume_written(t) }
+}
+
 /// Writes the transpose of the row-major `r x c` matrix `a` into `t` (`c x r`).
 pub(crate) fn transpose_into(a: &[f32], r: usize, c: usize, t: &mut [f32]) {
     transpose_strided(a, c, r, c, t, r);
@@ -211,6 +230,15 @@ mod tests {
             // SAFETY: the scalar path writes every element of an `r x c` transpose.
             let s = unsafe { crate::uninit::assume_written(s) };
             assert_eq!(s, t, "{r}x{c}: scalar and vector paths differ");
+        }
+        // The parallel bands give the same matrix, with a ragged last band and none.
+        for (r, c) in [(3, 17), (128, 200), (5, 64), (7, 129), (0, 5), (4, 0)] {
+            let a: Vec<f32> = (0..r * c).map(|v| v as f32 * 0.25 - 3.0).collect();
+            assert_eq!(
+                transpose_par(&a, r, c),
+                transpose(&a, r, c),
+                "{r}x{c} in bands"
+            );
         }
     }
 

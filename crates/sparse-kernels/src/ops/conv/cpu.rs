@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::{direct, shifted, ConvGeom};
+use super::{batch_minor, direct, shifted, ConvGeom};
 use crate::ops::gemm::cpu::sgemm;
 use crate::ops::transpose::{transpose, transpose_into};
 use sparse_core::Mask;
@@ -460,6 +460,9 @@ impl super::ConvOps for crate::backend::CpuBackend {
         let xs = x.cpu_data()?;
         let y = match w {
             crate::WeightRef::Sparse(sw) if direct::applies(g) => direct::forward(g, xs, sw),
+            crate::WeightRef::Sparse(sw) if batch_minor::applies(g) => {
+                batch_minor::forward(g, xs, sw)
+            }
             _ => forward(g, xs, &w.cpu()?),
         };
         crate::Tensor::from_vec(&g.out_shape(), y, x.device())
@@ -488,6 +491,14 @@ impl super::ConvOps for crate::backend::CpuBackend {
                     } else {
                         direct::backward_weight(g, dys, xs, m)
                     }
+                }),
+            ),
+            (crate::WeightRef::Sparse(sw), Some(m)) if batch_minor::applies(g) => (
+                need_dx.then(|| {
+                    profile::time(Phase::InputGrad, || batch_minor::backward_input(g, dys, sw))
+                }),
+                profile::time(Phase::WeightGrad, || {
+                    batch_minor::backward_weight(g, dys, xs, m)
                 }),
             ),
             (crate::WeightRef::Sparse(sw), None) if direct::applies(g) => (

@@ -17,13 +17,13 @@ use super::ConvGeom;
 use crate::ops::sparse::SparseWeight;
 use crate::uninit::{self, assume_written, unwritten};
 
-/// Output planes smaller than this (8x8) run sparse weights as CSR over the unfolded input
-/// instead: the direct kernels pay a fixed cost per weight and plane, which small planes
-/// cannot amortise. Measured per layer (forward + both gradients, batch 128, 2 threads,
+/// Output planes smaller than this (8x8) run sparse weights batch-minor instead
+/// ([`super::batch_minor`], which replaced CSR over the unfolded input there): the direct
+/// kernels pay a fixed cost per weight and plane, which small planes cannot amortise. Measured per layer (forward + both gradients, batch 128, 2 threads,
 /// 5% density): 512 channels at 4x4 took 475 ms direct against 174 ms through im2col and
 /// CSR (dense: 332 ms), and 2x2 took 211 against 59 ms (dense 106); at 8x8 direct wins
 /// (95 against 146 ms).
-const DIRECT_MIN_PLANE: usize = 64;
+pub(super) const DIRECT_MIN_PLANE: usize = 64;
 
 /// Whether the direct path applies: stride 1, padding no larger than `kernel − 1`, and an
 /// output plane of at least [`DIRECT_MIN_PLANE`] positions.
@@ -91,17 +91,17 @@ fn dst_per_tile(plane_bytes: usize) -> usize {
 /// The entries of a direct convolution grouped by destination plane and, within it, by
 /// block of source planes: segment `row·nblk + blk` holds the entries of destination plane
 /// `row` that read source block `blk`, in their original relative order.
-struct Segments {
-    nblk: usize,
+pub(super) struct Segments {
+    pub(super) nblk: usize,
     /// Segment starts, plus the total at the end.
     seg: Vec<usize>,
-    offs: Vec<u32>,
-    vals: Vec<f32>,
+    pub(super) offs: Vec<u32>,
+    pub(super) vals: Vec<f32>,
 }
 
 impl Segments {
     /// Stable counting sort of `(segment, offset, value)` items into `rows · nblk` segments.
-    fn new(rows: usize, nblk: usize, items: &[(usize, u32, f32)]) -> Segments {
+    pub(super) fn new(rows: usize, nblk: usize, items: &[(usize, u32, f32)]) -> Segments {
         let mut seg = vec![0usize; rows * nblk + 1];
         for &(k, _, _) in items {
             seg[k + 1] += 1;
@@ -125,7 +125,7 @@ impl Segments {
     }
 
     /// Entry range of destination plane `row`, source block `blk`.
-    fn range(&self, row: usize, blk: usize) -> std::ops::Range<usize> {
+    pub(super) fn range(&self, row: usize, blk: usize) -> std::ops::Range<usize> {
         let k = row * self.nblk + blk;
         self.seg[k]..self.seg[k + 1]
     }
@@ -182,7 +182,10 @@ fn for_each_tile(
 
 /// `(segment, offset, value)` for every entry of `csr` in CSR order, with segment and offset
 /// given by `place(row, col)`.
-fn csr_items(csr: &Csr, place: impl Fn(usize, u32) -> (usize, u32)) -> Vec<(usize, u32, f32)> {
+pub(super) fn csr_items(
+    csr: &Csr,
+    place: impl Fn(usize, u32) -> (usize, u32),
+) -> Vec<(usize, u32, f32)> {
     let mut items = Vec::with_capacity(csr.nnz());
     for r in 0..csr.rows() {
         let (cols, vals) = csr.row(r);
