@@ -63,7 +63,8 @@ fn per_block(src: usize, chan_bytes: usize) -> usize {
     (L2_BLOCK_BYTES / chan_bytes.max(1)).clamp(1, src.max(1))
 }
 
-/// `y[e·B..][..B] += Σ vals · src[offs + ..B]` for one output position: the inner kernel.
+/// `out[t] += Σ_e vals[e] · src[offs[e] + t]` for every image `t` of one output position, the
+/// entries in order: the inner kernel.
 #[inline(always)]
 fn accum_generic<const F: bool>(offs: &[u32], vals: &[f32], src: &[f32], out: &mut [f32]) {
     const L: usize = 64;
